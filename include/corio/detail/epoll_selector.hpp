@@ -1,0 +1,116 @@
+// corio/detail/epoll_selector.hpp - the Linux selector (see corio/selector.hpp for the contract).
+#pragma once
+
+#include "corio/selector.hpp"
+
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+namespace corio {
+
+/// Level-triggered epoll. An fd is added the first time someone waits on it and then only modified
+/// when the interest changes, so a task that waits on the same socket again costs no system call.
+class EpollSelector {
+public:
+    EpollSelector() : epoll_fd_(::epoll_create1(EPOLL_CLOEXEC)), events_(initial_batch) {
+        if (epoll_fd_ < 0) {
+            throw std::system_error(errno, std::generic_category(), "corio: epoll_create1");
+        }
+    }
+    EpollSelector(const EpollSelector&) = delete;
+    EpollSelector& operator=(const EpollSelector&) = delete;
+    ~EpollSelector() { ::close(epoll_fd_); }
+
+    void watch(int fd, Interest before, Interest after) {
+        if (before == after) {
+            return;
+        }
+        epoll_event event{};
+        event.events = to_epoll(after);
+        event.data.fd = fd;
+        if (after == Interest::none) {
+            // ENOENT/EBADF: the fd was closed already and the kernel dropped it; nothing to undo.
+            if (::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, &event) < 0 && errno != ENOENT &&
+                errno != EBADF) {
+                fail("epoll_ctl(DEL)");
+            }
+            return;
+        }
+        int op = before == Interest::none ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+        if (::epoll_ctl(epoll_fd_, op, fd, &event) == 0) {
+            return;
+        }
+        // The kernel's view differs from ours when an fd was closed and its number reused, or is
+        // still registered through a dup: switch operation once before giving up.
+        if ((op == EPOLL_CTL_MOD && errno == ENOENT) || (op == EPOLL_CTL_ADD && errno == EEXIST)) {
+            op = op == EPOLL_CTL_MOD ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+            if (::epoll_ctl(epoll_fd_, op, fd, &event) == 0) {
+                return;
+            }
+        }
+        fail(op == EPOLL_CTL_ADD ? "epoll_ctl(ADD)" : "epoll_ctl(MOD)");
+    }
+
+    template <class OnReady>
+    std::size_t wait(int timeout_ms, OnReady&& on_ready) {
+        detail::WaitBudget budget(timeout_ms);
+        int count = 0;
+        while ((count = ::epoll_wait(epoll_fd_, events_.data(), static_cast<int>(events_.size()),
+                                     budget.remaining_ms())) < 0) {
+            if (errno != EINTR) {
+                fail("epoll_wait");
+            }
+        }
+        for (int i = 0; i < count; ++i) {
+            on_ready(events_[static_cast<std::size_t>(i)].data.fd,
+                     from_epoll(events_[static_cast<std::size_t>(i)].events));
+        }
+        auto ready = static_cast<std::size_t>(count);
+        if (ready == events_.size() && events_.size() < max_batch) {
+            events_.resize(events_.size() * 2); // a full batch: take more next time
+        }
+        return ready;
+    }
+
+private:
+    static constexpr std::size_t initial_batch = 128;
+    static constexpr std::size_t max_batch = 4096;
+
+    static std::uint32_t to_epoll(Interest interest) noexcept {
+        std::uint32_t events = 0;
+        if (has(interest, Interest::read)) {
+            events |= EPOLLIN | EPOLLRDHUP;
+        }
+        if (has(interest, Interest::write)) {
+            events |= EPOLLOUT;
+        }
+        return events;
+    }
+    static Interest from_epoll(std::uint32_t events) noexcept {
+        if ((events & (EPOLLHUP | EPOLLERR)) != 0) {
+            return Interest::read_write;
+        }
+        Interest ready = Interest::none;
+        if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLPRI)) != 0) {
+            ready = ready | Interest::read;
+        }
+        if ((events & EPOLLOUT) != 0) {
+            ready = ready | Interest::write;
+        }
+        return ready;
+    }
+    [[noreturn]] static void fail(const char* what) {
+        throw std::system_error(errno, std::generic_category(), std::string("corio: ") + what);
+    }
+
+    int epoll_fd_;
+    std::vector<epoll_event> events_;
+};
+
+} // namespace corio

@@ -1,0 +1,611 @@
+// corio/scheduler.hpp - the kernel: a task table, a ready queue, timers and one selector.
+//
+// The loop runs in a fixed order, one pass at a time:
+//
+//     ┌─▶ 1. resume every task that was ready when the pass began, in FIFO order
+//     │   2. compute the selector timeout: 0 if tasks are ready, else until the earliest timer
+//     │      (rounded up, so a task never wakes just before its deadline), else unbounded
+//     │   3. wait in the selector; move each task whose fd became ready to the ready queue
+//     └── 4. move each task whose timer expired to the ready queue
+//
+// A task is resumed only from step 1, never from inside a system call or another task, so whatever
+// a task does runs on the loop's own stack. Tasks made ready during a pass (Yield, a task that ends
+// and wakes its waiters) run in the next pass, after the selector had its look: a task that yields
+// in a loop cannot starve I/O.
+//
+// Each task is a record in a slot table (TaskId = serial number + slot: O(1) lookup, no reuse of
+// ids) and is in at most one intrusive list at a time: the ready queue, the readers or writers of
+// one fd, or the waiters of another task; a sleeping task is in the timer heap. Killing a task
+// therefore takes it off whatever it waits on in O(1) (O(log n) for a timer) before its frame is
+// destroyed. fds are watched lazily: interest is added when a task first waits, kept while tasks
+// come back to wait again, and dropped only when the selector reports readiness nobody waits for.
+#pragma once
+
+#include "corio/selector.hpp"
+#include "corio/system_call.hpp"
+#include "corio/task.hpp"
+#include "corio/task_exit.hpp"
+#include "corio/detail/task_list.hpp"
+#include "corio/detail/timer_heap.hpp"
+
+#include <chrono>
+#include <climits>
+#include <coroutine>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <iostream>
+#include <optional>
+#include <stdexcept>
+#include <system_error>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace corio {
+
+namespace detail {
+
+enum class TaskState : std::uint8_t {
+    free,         // the slot holds no task
+    ready,        // in the ready queue
+    running,      // being resumed right now
+    parked,       // suspended by a system call that will unpark it
+    waiting_fd,   // in the readers or writers of an fd
+    sleeping,     // in the timer heap
+    waiting_task, // in the waiters of another task
+    dying,        // its frame is being destroyed
+};
+
+struct TaskRecord : ListLinks {
+    std::uint64_t serial = 0; // 0 while the slot is free
+    std::uint32_t slot = 0;
+    std::uint32_t next_free = 0;
+    TaskState state = TaskState::free;
+    bool kill_requested = false; // a task killed itself: it dies when it next suspends
+    std::uint64_t ready_pass = 0;
+    std::coroutine_handle<Promise<void>> root;
+    std::coroutine_handle<> resume_point; // the innermost suspended frame of the task
+    TimerNode timer;
+    TaskExit* exit_out = nullptr; // while waiting_task: where the kernel writes the outcome
+    TaskList waiters;             // tasks waiting for this one to end
+};
+
+struct FdWatch {
+    TaskList readers;
+    TaskList writers;
+    Interest watched = Interest::none; // what the selector watches this fd for
+};
+
+template <class T>
+struct RunResult {
+    using Stored = std::conditional_t<
+        std::is_void_v<T>, bool,
+        std::conditional_t<std::is_reference_v<T>,
+                           std::reference_wrapper<std::remove_reference_t<T>>, T>>;
+    std::optional<Stored> value;
+    std::exception_ptr error;
+};
+
+template <class T>
+Task<> capture_result(Task<T> task, RunResult<T>& out) {
+    try {
+        if constexpr (std::is_void_v<T>) {
+            co_await std::move(task);
+            out.value.emplace(true);
+        } else if constexpr (std::is_reference_v<T>) {
+            out.value.emplace(co_await std::move(task));
+        } else {
+            out.value.emplace(co_await std::move(task));
+        }
+    } catch (...) {
+        out.error = std::current_exception();
+    }
+}
+
+} // namespace detail
+
+/// The kernel. Owns its tasks' frames; belongs to the thread that runs it.
+class Scheduler {
+public:
+    using Clock = std::chrono::steady_clock;
+    /// Receives exceptions of tasks that failed while nobody waited for them.
+    using ExceptionHandler = std::function<void(TaskId, std::exception_ptr)>;
+
+    /// What the kernel holds right now (tests assert it holds nothing when they are done).
+    struct Stats {
+        std::size_t tasks = 0;
+        std::size_t ready = 0;
+        std::size_t waiting_on_fds = 0;
+        std::size_t timers = 0;
+        std::size_t watched_fds = 0;
+    };
+
+    Scheduler() = default;
+    Scheduler(const Scheduler&) = delete;
+    Scheduler& operator=(const Scheduler&) = delete;
+
+    /// Destroys every task still alive, as if killed: their destructors run, their waits are
+    /// unregistered first.
+    ~Scheduler() {
+        while (task_count_ > 0) {
+            for (std::size_t i = 0; i < records_.size(); ++i) { // by index: destructors may spawn
+                detail::TaskRecord& record = records_[i];
+                if (record.serial != 0 && record.state != detail::TaskState::dying) {
+                    kill_now(record);
+                }
+            }
+        }
+    }
+
+    /// Adds a task to the ready queue; it first runs in a later pass of the loop.
+    TaskId add_task(Task<> task) {
+        if (!task.valid() || task.done()) {
+            throw std::invalid_argument("corio: add_task needs a Task that has not run");
+        }
+        detail::TaskRecord& record = allocate_record();
+        record.root = task.release();
+        record.root.promise().set_kernel(this);
+        record.resume_point = record.root;
+        make_ready(record);
+        return id_of(record);
+    }
+
+    /// Runs until no task is left, stop() is called, or nothing could ever wake the tasks left
+    /// (they all wait for each other or are parked).
+    void run() {
+        run_loop([] { return true; });
+    }
+
+    /// Runs the loop until `task` completes and gives its value or rethrows its exception, like
+    /// asyncio's run_until_complete. Other tasks stay in the Scheduler.
+    template <class T>
+    T run_until_complete(Task<T> task) {
+        detail::RunResult<T> result;
+        const TaskId id = add_task(detail::capture_result(std::move(task), result));
+        struct KillIfLeft { // the task refers to `result`: it must not outlive this call
+            Scheduler& kernel;
+            TaskId id;
+            ~KillIfLeft() { kernel.kill(id); }
+        } guard{*this, id};
+        run_loop([&] { return contains(id); });
+        if (result.error) {
+            std::rethrow_exception(result.error);
+        }
+        if (!result.value) {
+            throw std::runtime_error(contains(id)
+                                         ? "corio: the loop stopped before the task completed"
+                                         : "corio: the task was killed before it completed");
+        }
+        if constexpr (!std::is_void_v<T>) {
+            if constexpr (std::is_reference_v<T>) {
+                return static_cast<T>(result.value->get());
+            } else {
+                return std::move(*result.value);
+            }
+        }
+    }
+
+    /// Makes run() return after the current pass. Tasks stay; run() may be called again.
+    void stop() noexcept { stop_requested_ = true; }
+
+    [[nodiscard]] std::size_t task_count() const noexcept { return task_count_; }
+    [[nodiscard]] bool contains(TaskId id) const noexcept { return find(id) != nullptr; }
+    /// The task being resumed now, or an empty id outside of a task.
+    [[nodiscard]] TaskId current_task() const noexcept {
+        return current_ != nullptr ? id_of(*current_) : TaskId{};
+    }
+    [[nodiscard]] Clock::time_point now() const noexcept { return Clock::now(); }
+    [[nodiscard]] Stats stats() const noexcept {
+        return Stats{task_count_, ready_.size(), io_waiters_, timers_.size(), watched_fds_};
+    }
+
+    /// Kills a task: it is taken off whatever it waits on, its frame is destroyed (its destructors
+    /// run) and its waiters wake with TaskExit::Outcome::killed. A task that kills itself dies
+    /// when it next suspends. Returns false if there is no such task.
+    bool kill(TaskId id) {
+        detail::TaskRecord* record = find(id);
+        if (record == nullptr || record->state == detail::TaskState::dying) {
+            return false;
+        }
+        if (record == current_) {
+            record->kill_requested = true;
+        } else {
+            kill_now(*record);
+        }
+        return true;
+    }
+
+    /// Replaces the report of exceptions nobody waited for (by default, a line on stderr).
+    void set_exception_handler(ExceptionHandler handler) { exception_handler_ = std::move(handler); }
+
+    // ---- Kernel services for system calls. Each acts on the task that trapped into the kernel
+    // ---- and leaves it suspended until the kernel wakes it (return true from handle()).
+
+    /// Suspends the calling task until `fd` is readable (or hung up, or in error).
+    void wait_for_read(int fd) { wait_for_fd(fd, Interest::read); }
+    /// Suspends the calling task until `fd` is writable (or hung up, or in error).
+    void wait_for_write(int fd) { wait_for_fd(fd, Interest::write); }
+
+    /// Suspends the calling task until `target` ends; the outcome is written to `exit` then.
+    /// Returns false, with `exit` saying no_such_task, if there is no such task.
+    bool wait_for_exit(TaskId target, TaskExit& exit) {
+        detail::TaskRecord& self = trapped_task();
+        detail::TaskRecord* record = find(target);
+        if (record == nullptr) {
+            exit = TaskExit{};
+            return false;
+        }
+        if (record == &self) {
+            throw std::invalid_argument("corio: a task cannot wait for its own exit");
+        }
+        record->waiters.push_back(self);
+        self.exit_out = &exit;
+        self.state = detail::TaskState::waiting_task;
+        return true;
+    }
+
+    /// Suspends the calling task until `deadline`.
+    void sleep_until(Clock::time_point deadline) {
+        detail::TaskRecord& self = trapped_task();
+        self.timer.owner = &self;
+        timers_.push(self.timer, deadline);
+        self.state = detail::TaskState::sleeping;
+    }
+
+    /// Puts the calling task at the back of the ready queue.
+    void yield_now() { make_ready(trapped_task()); }
+
+    /// Wakes a task that a system call left parked (suspended without waiting on anything).
+    /// Returns false if there is no such task or it is not parked.
+    bool unpark(TaskId id) {
+        detail::TaskRecord* record = find(id);
+        if (record == nullptr || record->state != detail::TaskState::parked || record == current_) {
+            return false;
+        }
+        make_ready(*record);
+        return true;
+    }
+
+    /// Stops watching `fd` and wakes every task waiting on it (their next system call on it sees
+    /// the error). Call it before closing an fd that tasks waited on; AsyncSocket does.
+    void forget_fd(int fd) noexcept {
+        if (fd < 0 || static_cast<std::size_t>(fd) >= fd_watches_.size()) {
+            return;
+        }
+        detail::FdWatch& watch = fd_watches_[static_cast<std::size_t>(fd)];
+        wake_all(watch.readers);
+        wake_all(watch.writers);
+        if (watch.watched != Interest::none) {
+            try {
+                selector_.watch(fd, watch.watched, Interest::none);
+            } catch (...) { // nothing to do: the fd is going away, the kernel drops it on close
+            }
+            watch.watched = Interest::none;
+            --watched_fds_;
+        }
+    }
+
+    /// The trap: runs a system call's handle() for the task that awaits it (see system_call.hpp).
+    template <class Call>
+    bool enter(Call& call, std::coroutine_handle<> caller) {
+        detail::TaskRecord& self = trapped_task();
+        self.resume_point = caller;
+        self.state = detail::TaskState::parked;
+        bool suspend = false;
+        try {
+            suspend = static_cast<bool>(call.handle(*this, id_of(self)));
+        } catch (...) {
+            detach(self);
+            self.state = detail::TaskState::running;
+            throw;
+        }
+        if (!suspend) { // it continues now: undo anything the call registered it for
+            detach(self);
+            self.state = detail::TaskState::running;
+        }
+        return suspend;
+    }
+
+private:
+    static TaskId id_of(const detail::TaskRecord& record) noexcept {
+        return TaskId(record.serial, record.slot);
+    }
+
+    detail::TaskRecord* find(TaskId id) noexcept {
+        return const_cast<detail::TaskRecord*>(std::as_const(*this).find(id));
+    }
+    const detail::TaskRecord* find(TaskId id) const noexcept {
+        if (id.serial_ == 0 || id.slot_ >= records_.size()) {
+            return nullptr;
+        }
+        const detail::TaskRecord& record = records_[id.slot_];
+        return record.serial == id.serial_ ? &record : nullptr;
+    }
+
+    detail::TaskRecord& trapped_task() {
+        if (current_ == nullptr) {
+            throw std::logic_error("corio: a kernel service was called outside a running task");
+        }
+        return *current_;
+    }
+
+    detail::TaskRecord& allocate_record() {
+        detail::TaskRecord* record = nullptr;
+        if (free_head_ != no_slot) {
+            record = &records_[free_head_];
+            free_head_ = record->next_free;
+        } else {
+            if (records_.size() >= no_slot) {
+                throw std::length_error("corio: too many tasks");
+            }
+            record = &records_.emplace_back();
+            record->slot = static_cast<std::uint32_t>(records_.size() - 1);
+        }
+        record->serial = ++last_serial_;
+        record->state = detail::TaskState::running; // made ready by the caller
+        ++task_count_;
+        return *record;
+    }
+
+    void make_ready(detail::TaskRecord& record) noexcept {
+        record.state = detail::TaskState::ready;
+        record.ready_pass = pass_;
+        ready_.push_back(record);
+    }
+
+    // Takes a task off whatever it waits on.
+    void detach(detail::TaskRecord& record) noexcept {
+        if (record.owner != nullptr) {
+            record.owner->remove(record);
+        }
+        if (record.state == detail::TaskState::waiting_fd) {
+            --io_waiters_;
+        }
+        timers_.remove(record.timer);
+        record.exit_out = nullptr;
+    }
+
+    void wake_all(detail::TaskList& list) noexcept {
+        while (detail::ListLinks* links = list.front()) {
+            auto& record = static_cast<detail::TaskRecord&>(*links);
+            detach(record);
+            make_ready(record);
+        }
+    }
+
+    void wait_for_fd(int fd, Interest direction) {
+        detail::TaskRecord& self = trapped_task();
+        if (fd < 0) {
+            throw std::system_error(EBADF, std::generic_category(), "corio: waiting on a negative fd");
+        }
+        while (fd_watches_.size() <= static_cast<std::size_t>(fd)) {
+            fd_watches_.emplace_back();
+        }
+        detail::FdWatch& watch = fd_watches_[static_cast<std::size_t>(fd)];
+        const Interest wanted = watch.watched | direction;
+        if (wanted != watch.watched) {
+            selector_.watch(fd, watch.watched, wanted);
+            watched_fds_ += watch.watched == Interest::none ? 1 : 0;
+            watch.watched = wanted;
+        }
+        (direction == Interest::read ? watch.readers : watch.writers).push_back(self);
+        self.state = detail::TaskState::waiting_fd;
+        ++io_waiters_;
+    }
+
+    void kill_now(detail::TaskRecord& record) {
+        detach(record);
+        record.state = detail::TaskState::dying;
+        std::exchange(record.root, {}).destroy(); // destructors run; they may call back in here
+        release(record, TaskExit{TaskExit::Outcome::killed, nullptr});
+    }
+
+    void finish(detail::TaskRecord& record) {
+        std::exception_ptr error = record.root.promise().exception();
+        TaskExit exit{record.kill_requested ? TaskExit::Outcome::killed
+                      : error               ? TaskExit::Outcome::failed
+                                            : TaskExit::Outcome::completed,
+                      error};
+        record.state = detail::TaskState::dying;
+        std::exchange(record.root, {}).destroy();
+        release(record, std::move(exit));
+    }
+
+    // Wakes the waiters of an ended task, frees its slot, and reports a failure nobody received.
+    void release(detail::TaskRecord& record, TaskExit exit) {
+        const TaskId id = id_of(record);
+        const bool unreceived = exit.failed() && record.waiters.empty();
+        while (detail::ListLinks* links = record.waiters.front()) {
+            auto& waiter = static_cast<detail::TaskRecord&>(*links);
+            *waiter.exit_out = exit;
+            detach(waiter);
+            make_ready(waiter);
+        }
+        record.serial = 0;
+        record.state = detail::TaskState::free;
+        record.kill_requested = false;
+        record.resume_point = {};
+        record.next_free = free_head_;
+        free_head_ = record.slot;
+        --task_count_;
+        if (unreceived) {
+            report(id, exit.error);
+        }
+    }
+
+    void report(TaskId id, const std::exception_ptr& error) noexcept {
+        try {
+            if (exception_handler_) {
+                exception_handler_(id, error);
+                return;
+            }
+            try {
+                std::rethrow_exception(error);
+            } catch (const std::exception& e) {
+                std::cerr << "corio: task " << id << " failed and nobody waited for it: " << e.what()
+                          << '\n';
+            } catch (...) {
+                std::cerr << "corio: task " << id
+                          << " failed with a non-standard exception and nobody waited for it\n";
+            }
+        } catch (...) { // a failing report must not take the loop down
+        }
+    }
+
+    void resume(detail::TaskRecord& record) {
+        record.state = detail::TaskState::running;
+        current_ = &record;
+        record.resume_point.resume();
+        current_ = nullptr;
+        if (record.root.done()) {
+            finish(record);
+        } else if (record.kill_requested) {
+            kill_now(record);
+        }
+    }
+
+    // Step 1 of the loop: the tasks that were ready when the pass began.
+    void run_ready_tasks() {
+        ++pass_;
+        while (detail::ListLinks* links = ready_.front()) {
+            auto& record = static_cast<detail::TaskRecord&>(*links);
+            if (record.ready_pass == pass_) {
+                break; // made ready during this pass: next pass
+            }
+            ready_.remove(record);
+            resume(record);
+        }
+    }
+
+    // Steps 2-4. Returns false when no task can ever be woken.
+    bool wait_for_events() {
+        int timeout_ms = 0;
+        if (ready_.empty()) {
+            if (!timers_.empty()) {
+                timeout_ms = milliseconds_until(timers_.top()->deadline);
+            } else if (io_waiters_ > 0) {
+                timeout_ms = -1;
+            } else {
+                return false;
+            }
+        }
+        if (watched_fds_ > 0 || timeout_ms != 0) {
+            selector_.wait(timeout_ms, [this](int fd, Interest ready) { on_ready(fd, ready); });
+            drop_stale_interest();
+        }
+        expire_timers();
+        return true;
+    }
+
+    void on_ready(int fd, Interest ready) {
+        if (fd < 0 || static_cast<std::size_t>(fd) >= fd_watches_.size()) {
+            return;
+        }
+        detail::FdWatch& watch = fd_watches_[static_cast<std::size_t>(fd)];
+        Interest unwanted = Interest::none;
+        if (has(ready, Interest::read)) {
+            if (watch.readers.empty()) {
+                unwanted = unwanted | (watch.watched & Interest::read);
+            }
+            wake_all(watch.readers);
+        }
+        if (has(ready, Interest::write)) {
+            if (watch.writers.empty()) {
+                unwanted = unwanted | (watch.watched & Interest::write);
+            }
+            wake_all(watch.writers);
+        }
+        if (unwanted != Interest::none) {
+            stale_.emplace_back(fd, unwanted);
+        }
+    }
+
+    // Readiness that nobody waited for: stop watching for it (level-triggered would repeat it).
+    void drop_stale_interest() {
+        for (auto [fd, unwanted] : stale_) {
+            detail::FdWatch& watch = fd_watches_[static_cast<std::size_t>(fd)];
+            const Interest keep = watch.watched & ~unwanted;
+            selector_.watch(fd, watch.watched, keep);
+            watched_fds_ -= keep == Interest::none && watch.watched != Interest::none ? 1 : 0;
+            watch.watched = keep;
+        }
+        stale_.clear();
+    }
+
+    void expire_timers() {
+        if (timers_.empty()) {
+            return;
+        }
+        const Clock::time_point current_time = now();
+        while (detail::TimerNode* timer = timers_.top()) {
+            if (timer->deadline > current_time) {
+                break;
+            }
+            timers_.remove(*timer);
+            make_ready(*static_cast<detail::TaskRecord*>(timer->owner));
+        }
+    }
+
+    [[nodiscard]] int milliseconds_until(Clock::time_point deadline) const noexcept {
+        const auto left = deadline - now();
+        if (left <= Clock::duration::zero()) {
+            return 0;
+        }
+        const auto ms = std::chrono::ceil<std::chrono::milliseconds>(left).count(); // never early
+        return ms > INT_MAX ? INT_MAX : static_cast<int>(ms);
+    }
+
+    template <class KeepGoing>
+    void run_loop(KeepGoing keep_going) {
+        if (running_) {
+            throw std::logic_error("corio: the Scheduler is already running (run is not re-entrant)");
+        }
+        running_ = true;
+        struct Reset {
+            Scheduler& kernel;
+            ~Reset() {
+                kernel.running_ = false;
+                kernel.stop_requested_ = false;
+            }
+        } reset{*this};
+        auto go_on = [&] { return task_count_ > 0 && !stop_requested_ && keep_going(); };
+        while (go_on()) {
+            run_ready_tasks();
+            if (!go_on() || !wait_for_events()) {
+                break;
+            }
+        }
+    }
+
+    static constexpr std::uint32_t no_slot = UINT32_MAX;
+
+    DefaultSelector selector_;
+    std::deque<detail::TaskRecord> records_; // a deque: records never move
+    std::deque<detail::FdWatch> fd_watches_; // indexed by fd; never moves either
+    detail::TaskList ready_;
+    detail::TimerHeap timers_;
+    std::vector<std::pair<int, Interest>> stale_;
+    detail::TaskRecord* current_ = nullptr;
+    ExceptionHandler exception_handler_;
+    std::uint64_t last_serial_ = 0;
+    std::uint64_t pass_ = 0;
+    std::uint32_t free_head_ = no_slot;
+    std::size_t task_count_ = 0;
+    std::size_t io_waiters_ = 0;
+    std::size_t watched_fds_ = 0;
+    bool running_ = false;
+    bool stop_requested_ = false;
+};
+
+/// Runs `task` to completion on a new Scheduler and gives its value (like asyncio.run). Tasks it
+/// spawned that are still alive when it completes are destroyed with the Scheduler.
+template <class T>
+T run(Task<T> task) {
+    Scheduler kernel;
+    return kernel.run_until_complete(std::move(task));
+}
+
+} // namespace corio

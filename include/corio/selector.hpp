@@ -1,0 +1,77 @@
+// corio/selector.hpp - the contract between the kernel and the operating system's readiness API.
+//
+// A selector knows which fds the kernel watches and for what, and reports which became ready. It
+// keeps no tasks: the Scheduler maps fds to waiting tasks itself. The whole contract:
+//
+//     void watch(int fd, Interest before, Interest after);  // change what the kernel watches fd for
+//     template <class OnReady>                               // on_ready(int fd, Interest ready)
+//     std::size_t wait(int timeout_ms, OnReady&& on_ready);  // -1 waits without limit
+//
+// `before` is what the caller asked for last time (Interest::none if never), so a backend needs no
+// table of its own to choose between add, modify and remove. `on_ready` must not call `watch`.
+// Hang-up and error conditions are reported as ready for both directions: whoever waits learns of
+// them from its next system call. An interrupted wait (EINTR) is retried with the time that remains.
+//
+// Backends: EpollSelector (Linux, level-triggered, registered once per fd and modified only when the
+// interest changes) and PollSelector (any POSIX system). DefaultSelector is epoll on Linux and poll
+// elsewhere, or poll everywhere when CORIO_FORCE_POLL is defined (define it the same way in every
+// translation unit of a program: the Scheduler's layout depends on it).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+
+namespace corio {
+
+/// What a task waits for on an fd.
+enum class Interest : std::uint8_t { none = 0, read = 1, write = 2, read_write = 3 };
+
+constexpr Interest operator|(Interest a, Interest b) noexcept {
+    return static_cast<Interest>(static_cast<std::uint8_t>(a) | static_cast<std::uint8_t>(b));
+}
+constexpr Interest operator&(Interest a, Interest b) noexcept {
+    return static_cast<Interest>(static_cast<std::uint8_t>(a) & static_cast<std::uint8_t>(b));
+}
+constexpr Interest operator~(Interest a) noexcept {
+    return static_cast<Interest>(~static_cast<std::uint8_t>(a) & 3U);
+}
+constexpr bool has(Interest set, Interest bit) noexcept { return (set & bit) != Interest::none; }
+
+namespace detail {
+
+// Remaining milliseconds of a wait that was interrupted, for the EINTR retry.
+class WaitBudget {
+public:
+    explicit WaitBudget(int timeout_ms) noexcept
+        : timeout_ms_(timeout_ms), start_(std::chrono::steady_clock::now()) {}
+
+    [[nodiscard]] int remaining_ms() const noexcept {
+        if (timeout_ms_ <= 0) {
+            return timeout_ms_; // 0 stays a poll, -1 stays unbounded
+        }
+        auto elapsed = std::chrono::ceil<std::chrono::milliseconds>(
+            std::chrono::steady_clock::now() - start_);
+        auto left = timeout_ms_ - elapsed.count();
+        return left > 0 ? static_cast<int>(left) : 0;
+    }
+
+private:
+    int timeout_ms_;
+    std::chrono::steady_clock::time_point start_;
+};
+
+} // namespace detail
+} // namespace corio
+
+#include "corio/detail/poll_selector.hpp"
+#if defined(__linux__)
+#include "corio/detail/epoll_selector.hpp"
+#endif
+
+namespace corio {
+#if defined(__linux__) && !defined(CORIO_FORCE_POLL)
+using DefaultSelector = EpollSelector;
+#else
+using DefaultSelector = PollSelector;
+#endif
+} // namespace corio

@@ -1,0 +1,130 @@
+// corio/syscalls.hpp - the system calls: what a task can ask of the kernel with `co_await`.
+//
+// Each is a small struct in the SystemCall shape (see system_call.hpp): handle() runs in the kernel
+// when the task traps, result() is what the task gets back. Writing your own is the same: the kernel
+// services they use (Scheduler::wait_for_read, sleep_until, unpark, ...) are public.
+//
+// Every call has a constructor although an aggregate would do: GCC 12 mis-compiles an aggregate
+// temporary with a non-trivial member in a co_await operand (`co_await NewTask{make()}` copies the
+// member's bytes and destroys it twice). Give your own system calls constructors too.
+#pragma once
+
+#include "corio/scheduler.hpp"
+#include "corio/system_call.hpp"
+#include "corio/task.hpp"
+#include "corio/task_exit.hpp"
+
+#include <chrono>
+#include <utility>
+
+namespace corio {
+
+/// `co_await NewTask{task}` adds `task` to the scheduler and gives its id. The new task runs later;
+/// the caller continues at once.
+struct NewTask {
+    explicit NewTask(Task<> spawned) noexcept : task(std::move(spawned)) {}
+
+    Task<> task;
+    TaskId id{};
+
+    bool handle(Scheduler& kernel, TaskId /*caller*/) {
+        id = kernel.add_task(std::move(task));
+        return false;
+    }
+    [[nodiscard]] TaskId result() const noexcept { return id; }
+};
+
+/// `co_await GetTid{}` gives the calling task's id.
+struct GetTid {
+    TaskId id{};
+
+    bool handle(Scheduler& /*kernel*/, TaskId caller) noexcept {
+        id = caller;
+        return false;
+    }
+    [[nodiscard]] TaskId result() const noexcept { return id; }
+};
+
+/// `co_await KillTask{id}` kills a task (see Scheduler::kill) and gives true if it existed. A task
+/// that kills itself does not come back from this call.
+struct KillTask {
+    explicit KillTask(TaskId victim) noexcept : target(victim) {}
+
+    TaskId target;
+    bool existed = false;
+
+    bool handle(Scheduler& kernel, TaskId caller) {
+        existed = kernel.kill(target);
+        return existed && target == caller;
+    }
+    [[nodiscard]] bool result() const noexcept { return existed; }
+};
+
+/// `co_await WaitTask{id}` suspends until that task ends and gives how it ended; at once, with
+/// TaskExit::Outcome::no_such_task, if there is no such task.
+struct WaitTask {
+    explicit WaitTask(TaskId awaited) noexcept : target(awaited) {}
+
+    TaskId target;
+    TaskExit exit{};
+
+    bool handle(Scheduler& kernel, TaskId /*caller*/) { return kernel.wait_for_exit(target, exit); }
+    [[nodiscard]] TaskExit result() noexcept { return std::move(exit); }
+};
+
+/// `co_await ReadWait{fd}` suspends until `fd` is readable. Hang-up and error count as readable:
+/// the next system call on the fd reports them.
+struct ReadWait {
+    explicit ReadWait(int watched) noexcept : fd(watched) {}
+
+    int fd;
+
+    bool handle(Scheduler& kernel, TaskId /*caller*/) {
+        kernel.wait_for_read(fd);
+        return true;
+    }
+    void result() const noexcept {}
+};
+
+/// `co_await WriteWait{fd}` suspends until `fd` is writable. Hang-up and error count as writable.
+struct WriteWait {
+    explicit WriteWait(int watched) noexcept : fd(watched) {}
+
+    int fd;
+
+    bool handle(Scheduler& kernel, TaskId /*caller*/) {
+        kernel.wait_for_write(fd);
+        return true;
+    }
+    void result() const noexcept {}
+};
+
+/// `co_await Sleep{duration}` suspends for at least `duration` (a zero or negative one yields).
+struct Sleep {
+    template <class Rep, class Period>
+    explicit Sleep(std::chrono::duration<Rep, Period> length)
+        : duration(std::chrono::ceil<Scheduler::Clock::duration>(length)) {}
+
+    Scheduler::Clock::duration duration;
+
+    bool handle(Scheduler& kernel, TaskId /*caller*/) {
+        if (duration <= Scheduler::Clock::duration::zero()) {
+            kernel.yield_now();
+        } else {
+            kernel.sleep_until(kernel.now() + duration);
+        }
+        return true;
+    }
+    void result() const noexcept {}
+};
+
+/// `co_await Yield{}` lets every other ready task run, and the selector look, before continuing.
+struct Yield {
+    bool handle(Scheduler& kernel, TaskId /*caller*/) {
+        kernel.yield_now();
+        return true;
+    }
+    void result() const noexcept {}
+};
+
+} // namespace corio

@@ -1,0 +1,265 @@
+// corio/task.hpp - Task<T>: a lazy coroutine that owns its frame and is awaited by another task.
+//
+//   parent frame                    child frame (owned by the Task object in the parent's frame)
+//   co_await child_task  ──start──▶ runs until it finishes or traps into the kernel
+//        ▲                                   │
+//        └────────── continuation ◀──────────┘ final_suspend hands control back to the parent
+//
+// How control moves, and why it never grows the stack:
+// * `co_await task` starts the child directly from the parent's await_suspend. If the child finishes
+//   without suspending, its final_suspend sees that its starter is still on the stack and simply
+//   returns there; await_suspend then returns false and the parent continues in the same frame of
+//   the C++ stack. A loop of a million synchronously finishing `co_await`s therefore runs in
+//   constant stack space with any compiler at any optimisation level. (Handing the child over by
+//   symmetric transfer would rely on the compiler turning resume-calls into tail calls, which GCC
+//   does not do at -O0: such a loop overflows the stack in a Debug build.)
+// * If the child suspends (it waits for I/O, a timer, another task...), the parent stays suspended
+//   too. When the kernel later resumes the child and it finishes, its final_suspend returns the
+//   parent's handle: control moves to the parent by symmetric transfer, never by a nested resume().
+//
+// A Task is move-only and owns its frame: destroying a Task destroys its coroutine frame, whether
+// it never ran, finished, or is suspended (the kernel unregisters a task's waits before it destroys
+// a suspended one). Values and exceptions travel from the child to whoever awaits it.
+//
+// Careful with lambdas: a lambda coroutine's captures live in the closure object, not in the
+// coroutine frame. `[&]() -> Task<> {...}()` is fine when awaited at once, but a Task created from a
+// temporary closure with captures and awaited later reads a dead closure. Pass state as parameters
+// instead: parameters are copied (or moved) into the frame.
+#pragma once
+
+#include "corio/system_call.hpp"
+
+#include <coroutine>
+#include <exception>
+#include <functional>
+#include <optional>
+#include <stdexcept>
+#include <type_traits>
+#include <utility>
+
+namespace corio {
+
+template <class T = void>
+class Task;
+
+namespace detail {
+
+// Runs a system call in the kernel. Kernel is a template parameter only so that this file does not
+// need the Scheduler's definition: it is always corio::Scheduler.
+template <class Call, class Kernel>
+class Trap {
+public:
+    Trap(Call&& call, Kernel& kernel) : call_(std::move(call)), kernel_(&kernel) {}
+
+    bool await_ready() const noexcept { return false; }
+    bool await_suspend(std::coroutine_handle<> caller) { return kernel_->enter(call_, caller); }
+    decltype(auto) await_resume() { return call_.result(); }
+
+private:
+    Call call_;
+    Kernel* kernel_;
+};
+
+// What every corio coroutine frame knows, whatever it returns.
+class PromiseBase {
+public:
+    std::suspend_always initial_suspend() const noexcept { return {}; }
+
+    struct FinalAwaiter {
+        bool await_ready() const noexcept { return false; }
+        template <class Promise>
+        std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> self) const noexcept {
+            PromiseBase& promise = self.promise();
+            if (promise.starting_ || !promise.continuation_) {
+                return std::noop_coroutine(); // back to our starter, or to the kernel for a root task
+            }
+            return promise.continuation_;
+        }
+        void await_resume() const noexcept {}
+    };
+    FinalAwaiter final_suspend() const noexcept { return {}; }
+
+    void unhandled_exception() noexcept { exception_ = std::current_exception(); }
+
+    // System calls trap into the kernel that runs this task; every other awaitable passes through.
+    template <class Call>
+        requires SystemCall<std::remove_cvref_t<Call>>
+    auto await_transform(Call&& call) {
+        if (kernel_ == nullptr) {
+            throw std::logic_error("corio: a system call was awaited outside a Scheduler's task");
+        }
+        using Kernel = std::remove_pointer_t<decltype(kernel_)>;
+        return Trap<std::remove_cvref_t<Call>, Kernel>(std::remove_cvref_t<Call>(std::forward<Call>(call)), *kernel_);
+    }
+    template <class Awaitable>
+        requires(!SystemCall<std::remove_cvref_t<Awaitable>>)
+    Awaitable&& await_transform(Awaitable&& awaitable) const noexcept {
+        return std::forward<Awaitable>(awaitable);
+    }
+
+    [[nodiscard]] const std::exception_ptr& exception() const noexcept { return exception_; }
+    [[nodiscard]] Scheduler* kernel() const noexcept { return kernel_; }
+    void set_kernel(Scheduler* kernel) noexcept { kernel_ = kernel; }
+
+protected:
+    void rethrow_if_failed() const {
+        if (exception_) {
+            std::rethrow_exception(exception_);
+        }
+    }
+
+private:
+    template <class, bool>
+    friend class TaskAwaiter;
+
+    std::coroutine_handle<> continuation_;
+    Scheduler* kernel_ = nullptr;
+    std::exception_ptr exception_;
+    bool starting_ = false; // true while the awaiter that started us is still on the stack
+};
+
+template <class T>
+class Promise final : public PromiseBase {
+public:
+    Task<T> get_return_object() noexcept;
+
+    template <class Value = T>
+        requires std::convertible_to<Value&&, T>
+    void return_value(Value&& value) noexcept(std::is_nothrow_constructible_v<T, Value&&>) {
+        if constexpr (std::is_reference_v<T>) {
+            value_.emplace(value);
+        } else {
+            value_.emplace(std::forward<Value>(value));
+        }
+    }
+
+    // The awaited value: a reference into the frame for `co_await task`, moved out for
+    // `co_await std::move(task)` and temporaries.
+    decltype(auto) result() & {
+        rethrow_if_failed();
+        if constexpr (std::is_reference_v<T>) {
+            return static_cast<T>(value_->get());
+        } else {
+            return static_cast<T&>(*value_);
+        }
+    }
+    T result() && {
+        rethrow_if_failed();
+        if constexpr (std::is_reference_v<T>) {
+            return static_cast<T>(value_->get());
+        } else {
+            return std::move(*value_);
+        }
+    }
+
+private:
+    using Stored = std::conditional_t<std::is_reference_v<T>,
+                                      std::reference_wrapper<std::remove_reference_t<T>>, T>;
+    std::optional<Stored> value_;
+};
+
+template <>
+class Promise<void> final : public PromiseBase {
+public:
+    Task<void> get_return_object() noexcept;
+    void return_void() const noexcept {}
+    void result() const { rethrow_if_failed(); }
+};
+
+// Starts the awaited child in place (see the top of this file) and delivers its outcome: moved out
+// of the frame when the Task was an rvalue, by reference into the frame when it was an lvalue.
+template <class T, bool MoveResult>
+class TaskAwaiter {
+public:
+    using Handle = std::coroutine_handle<Promise<T>>;
+    explicit TaskAwaiter(Handle child) noexcept : child_(child) {}
+
+    bool await_ready() const {
+        if (!child_) {
+            throw std::logic_error("corio: co_await on an empty Task");
+        }
+        return child_.done();
+    }
+
+    template <class ParentPromise>
+    bool await_suspend(std::coroutine_handle<ParentPromise> parent) {
+        PromiseBase& child = child_.promise();
+        child.continuation_ = parent;
+        if constexpr (std::is_base_of_v<PromiseBase, ParentPromise>) {
+            child.kernel_ = parent.promise().kernel();
+        }
+        child.starting_ = true;
+        child_.resume();
+        child.starting_ = false;
+        return !child_.done(); // finished already: the parent goes on without suspending
+    }
+
+    decltype(auto) await_resume() {
+        if constexpr (MoveResult) {
+            return std::move(child_.promise()).result();
+        } else {
+            return child_.promise().result();
+        }
+    }
+
+private:
+    Handle child_;
+};
+
+} // namespace detail
+
+/// A lazy coroutine returning T. It starts when first awaited (or when handed to a Scheduler),
+/// owns its frame, and is move-only. `co_await task` gives the value or rethrows the exception.
+template <class T>
+class [[nodiscard]] Task {
+public:
+    using promise_type = detail::Promise<T>;
+    using Handle = std::coroutine_handle<promise_type>;
+    using value_type = T;
+
+    Task() noexcept = default;
+    explicit Task(Handle handle) noexcept : handle_(handle) {}
+    Task(Task&& other) noexcept : handle_(std::exchange(other.handle_, {})) {}
+    Task& operator=(Task&& other) noexcept {
+        if (this != &other) {
+            reset();
+            handle_ = std::exchange(other.handle_, {});
+        }
+        return *this;
+    }
+    Task(const Task&) = delete;
+    Task& operator=(const Task&) = delete;
+    ~Task() { reset(); }
+
+    /// True when this Task owns a coroutine frame.
+    [[nodiscard]] bool valid() const noexcept { return static_cast<bool>(handle_); }
+    /// True when the coroutine has run to its end (returned or threw).
+    [[nodiscard]] bool done() const noexcept { return handle_ && handle_.done(); }
+
+    auto operator co_await() & noexcept { return detail::TaskAwaiter<T, false>(handle_); }
+    auto operator co_await() && noexcept { return detail::TaskAwaiter<T, true>(handle_); }
+
+    /// Gives up ownership of the frame (the Scheduler takes it over this way).
+    [[nodiscard]] Handle release() noexcept { return std::exchange(handle_, {}); }
+
+private:
+    void reset() noexcept {
+        if (handle_) {
+            std::exchange(handle_, {}).destroy();
+        }
+    }
+
+    Handle handle_;
+};
+
+namespace detail {
+template <class T>
+Task<T> Promise<T>::get_return_object() noexcept {
+    return Task<T>(std::coroutine_handle<Promise<T>>::from_promise(*this));
+}
+inline Task<void> Promise<void>::get_return_object() noexcept {
+    return Task<void>(std::coroutine_handle<Promise<void>>::from_promise(*this));
+}
+} // namespace detail
+
+} // namespace corio
