@@ -29,8 +29,11 @@
 
 #include "corio/system_call.hpp"
 
+#include <atomic>
 #include <coroutine>
+#include <cstddef>
 #include <exception>
+#include <new>
 #include <functional>
 #include <optional>
 #include <stdexcept>
@@ -60,9 +63,27 @@ private:
     Kernel* kernel_;
 };
 
+#if defined(CORIO_COUNT_FRAMES)
+// Tests define CORIO_COUNT_FRAMES (in every translation unit of the program) to check that no
+// coroutine frame is leaked: this counts the frames alive now.
+inline std::atomic<long> live_frame_count{0};
+#endif
+
 // What every corio coroutine frame knows, whatever it returns.
 class PromiseBase {
 public:
+#if defined(CORIO_COUNT_FRAMES)
+    static void* operator new(std::size_t size) {
+        void* frame = ::operator new(size);
+        live_frame_count.fetch_add(1, std::memory_order_relaxed);
+        return frame;
+    }
+    static void operator delete(void* frame, std::size_t size) noexcept {
+        live_frame_count.fetch_sub(1, std::memory_order_relaxed);
+        ::operator delete(frame, size);
+    }
+#endif
+
     std::suspend_always initial_suspend() const noexcept { return {}; }
 
     struct FinalAwaiter {
