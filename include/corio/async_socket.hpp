@@ -132,8 +132,9 @@ public:
         return socket;
     }
 
-    /// Connects to `host` (numeric IPv4/IPv6) and `port`.
-    static Task<AsyncSocket> connect(std::string_view host, std::uint16_t port) {
+    /// Connects to `host` (numeric IPv4/IPv6) and `port`. The host is taken by value: the Task is
+    /// lazy and may be awaited after the caller's string is gone.
+    static Task<AsyncSocket> connect(std::string host, std::uint16_t port) {
         const SocketAddress address = SocketAddress::parse(host, port);
         AsyncSocket socket(detail::open_socket(address.family()));
         if (::connect(socket.fd_, address.data(), address.size()) < 0) {
@@ -153,12 +154,17 @@ public:
         co_return socket;
     }
 
-    /// Waits for a connection. Throws std::system_error on failure; EMFILE/ENFILE (no fd left)
-    /// leaves the connection queued, so the caller must make room or drop it (see echo_server).
+    /// Waits for a connection. Throws std::system_error on failure. EMFILE/ENFILE (no fd left) is
+    /// reported whether or not a connection is queued: a caller that frees an fd to drop the
+    /// pending connection must wait with wait_readable() when none is pending, or it spins
+    /// (examples/common/acceptor.hpp shows the reserve-fd technique).
     Task<Accepted> accept();
 
     /// Reads up to `buffer.size()` bytes; 0 means the peer closed its end (or the buffer is empty).
     Task<std::size_t> recv(std::span<std::byte> buffer) {
+        if (buffer.empty()) {
+            co_return 0; // the kernel would answer EAGAIN while no data is pending
+        }
         for (;;) {
             const ssize_t count = ::recv(fd_, buffer.data(), buffer.size(), 0);
             if (count >= 0) {
@@ -226,6 +232,12 @@ public:
     [[nodiscard]] SocketAddress local_address() const { return address_of(::getsockname, "getsockname"); }
     [[nodiscard]] SocketAddress peer_address() const { return address_of(::getpeername, "getpeername"); }
     [[nodiscard]] std::uint16_t local_port() const { return local_address().port(); }
+
+    /// `co_await socket.wait_readable()`: ReadWait on this socket. Use it rather than
+    /// `ReadWait{socket.fd()}`, so that the socket knows to unregister its fd when it closes.
+    [[nodiscard]] detail::SocketWait wait_readable() noexcept { return wait(Interest::read); }
+    /// `co_await socket.wait_writable()`: WriteWait on this socket (see wait_readable).
+    [[nodiscard]] detail::SocketWait wait_writable() noexcept { return wait(Interest::write); }
 
 private:
     detail::SocketWait wait(Interest interest) noexcept { return {fd_, interest, kernel_}; }

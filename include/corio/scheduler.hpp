@@ -79,6 +79,21 @@ struct FdWatch {
     Interest watched = Interest::none; // what the selector watches this fd for
 };
 
+// Converts any duration to the clock's, rounding up and saturating instead of overflowing:
+// Sleep{std::chrono::seconds::max()} means "practically never", not "at once".
+template <class Rep, class Period>
+std::chrono::steady_clock::duration to_clock_duration(std::chrono::duration<Rep, Period> length) {
+    using Target = std::chrono::steady_clock::duration;
+    const std::chrono::duration<long double, Target::period> exact = length;
+    if (exact >= std::chrono::duration<long double, Target::period>(Target::max())) {
+        return Target::max();
+    }
+    if (exact <= std::chrono::duration<long double, Target::period>(Target::min())) {
+        return Target::min();
+    }
+    return std::chrono::ceil<Target>(length);
+}
+
 template <class T>
 struct RunResult {
     using Stored = std::conditional_t<
@@ -188,7 +203,8 @@ public:
         }
     }
 
-    /// Makes run() return after the current pass. Tasks stay; run() may be called again.
+    /// Makes run() return after the current pass (at once, if called before run()). Tasks stay;
+    /// run() may be called again.
     void stop() noexcept { stop_requested_ = true; }
 
     [[nodiscard]] std::size_t task_count() const noexcept { return task_count_; }
@@ -198,6 +214,11 @@ public:
         return current_ != nullptr ? id_of(*current_) : TaskId{};
     }
     [[nodiscard]] Clock::time_point now() const noexcept { return Clock::now(); }
+    /// now() + `delay`, saturating at the end of time rather than overflowing.
+    [[nodiscard]] Clock::time_point deadline_after(Clock::duration delay) const noexcept {
+        const Clock::time_point start = now();
+        return delay >= Clock::time_point::max() - start ? Clock::time_point::max() : start + delay;
+    }
     [[nodiscard]] Stats stats() const noexcept {
         return Stats{task_count_, ready_.size(), io_waiters_, timers_.size(), watched_fds_};
     }
@@ -405,9 +426,10 @@ private:
 
     void finish(detail::TaskRecord& record) {
         std::exception_ptr error = record.root.promise().exception();
-        TaskExit exit{record.kill_requested ? TaskExit::Outcome::killed
-                      : error               ? TaskExit::Outcome::failed
-                                            : TaskExit::Outcome::completed,
+        // A failure outranks a pending self-kill: an exception is never dropped unreported.
+        TaskExit exit{error                   ? TaskExit::Outcome::failed
+                      : record.kill_requested ? TaskExit::Outcome::killed
+                                              : TaskExit::Outcome::completed,
                       error};
         record.state = detail::TaskState::dying;
         std::exchange(record.root, {}).destroy();

@@ -49,7 +49,8 @@ public:
         if (timeout_ms_ <= 0) {
             return timeout_ms_; // 0 stays a poll, -1 stays unbounded
         }
-        auto elapsed = std::chrono::ceil<std::chrono::milliseconds>(
+        // Elapsed time rounds down, so the remaining time never undercuts the timeout.
+        auto elapsed = std::chrono::floor<std::chrono::milliseconds>(
             std::chrono::steady_clock::now() - start_);
         auto left = timeout_ms_ - elapsed.count();
         return left > 0 ? static_cast<int>(left) : 0;

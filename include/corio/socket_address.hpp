@@ -19,20 +19,23 @@ class SocketAddress {
 public:
     SocketAddress() noexcept = default;
 
-    /// Parses a numeric IPv4 ("127.0.0.1") or IPv6 ("::1", also "[::1]") address.
+    /// Parses a numeric IPv4 ("127.0.0.1") or IPv6 ("::1", also "[::1]"; brackets only for IPv6)
+    /// address.
     /// Throws std::system_error(EINVAL) for anything else (names are not resolved here).
     static SocketAddress parse(std::string_view host, std::uint16_t port) {
-        if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+        const std::string_view given = host;
+        const bool bracketed = host.size() >= 2 && host.front() == '[' && host.back() == ']';
+        if (bracketed) {
             host = host.substr(1, host.size() - 2);
         }
         std::string text(host); // inet_pton needs a terminated string
         SocketAddress address;
         if (text.find('\0') != std::string::npos) {
-            throw invalid(host);
+            throw invalid(given);
         }
         auto* v4 = reinterpret_cast<sockaddr_in*>(&address.storage_);
         auto* v6 = reinterpret_cast<sockaddr_in6*>(&address.storage_);
-        if (::inet_pton(AF_INET, text.c_str(), &v4->sin_addr) == 1) {
+        if (!bracketed && ::inet_pton(AF_INET, text.c_str(), &v4->sin_addr) == 1) {
             v4->sin_family = AF_INET;
             v4->sin_port = htons(port);
             address.size_ = sizeof(sockaddr_in);
@@ -41,7 +44,7 @@ public:
             v6->sin6_port = htons(port);
             address.size_ = sizeof(sockaddr_in6);
         } else {
-            throw invalid(host);
+            throw invalid(given);
         }
         return address;
     }

@@ -103,7 +103,7 @@ struct WriteWait {
 struct Sleep {
     template <class Rep, class Period>
     explicit Sleep(std::chrono::duration<Rep, Period> length)
-        : duration(std::chrono::ceil<Scheduler::Clock::duration>(length)) {}
+        : duration(detail::to_clock_duration(length)) {}
 
     Scheduler::Clock::duration duration;
 
@@ -111,7 +111,7 @@ struct Sleep {
         if (duration <= Scheduler::Clock::duration::zero()) {
             kernel.yield_now();
         } else {
-            kernel.sleep_until(kernel.now() + duration);
+            kernel.sleep_until(kernel.deadline_after(duration));
         }
         return true;
     }

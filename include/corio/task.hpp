@@ -73,14 +73,16 @@ inline std::atomic<long> live_frame_count{0};
 class PromiseBase {
 public:
 #if defined(CORIO_COUNT_FRAMES)
-    static void* operator new(std::size_t size) {
+    // Unsized delete: clang 14 declares the sized one only with -fsized-deallocation. Both are
+    // inlined alike, or GCC 12 warns of a new/delete mismatch it imagines.
+    [[gnu::always_inline]] static void* operator new(std::size_t size) {
         void* frame = ::operator new(size);
         live_frame_count.fetch_add(1, std::memory_order_relaxed);
         return frame;
     }
-    static void operator delete(void* frame, std::size_t size) noexcept {
+    [[gnu::always_inline]] static void operator delete(void* frame) noexcept {
         live_frame_count.fetch_sub(1, std::memory_order_relaxed);
-        ::operator delete(frame, size);
+        ::operator delete(frame);
     }
 #endif
 

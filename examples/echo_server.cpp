@@ -1,0 +1,92 @@
+// echo_server - sends every byte it receives back to whoever sent it, to any number of clients.
+//
+//     echo_server [--host H] [--port P] [--backlog N] [--verbose]
+//
+// Once it accepts connections it prints `listening on HOST:PORT` (with --port 0 the kernel picks
+// the port, and that line says which). It runs until SIGINT or SIGTERM and then exits with status
+// 0; a bad command line exits with status 2. Try it with `echo_client` or `nc 127.0.0.1 5001`.
+//
+// This is the echo server of the course notes corio grew from (a `server` task that accepts and
+// spawns one `handle_client` task per connection, which echoes until it reads nothing), made
+// robust enough to leave running:
+//   * memory: each connection owns one fixed 16 KiB buffer. While a client is slow to read our
+//     echo, send_all waits and we stop reading from it, so it is the client's own writes that
+//     slow down (backpressure), never our memory that grows.
+//   * half-close: a client may shut down its sending side and still read everything back; we close
+//     only after the last echo was sent.
+//   * a client that resets its connection ends that connection only, quietly.
+//   * out of file descriptors: the Acceptor (common/acceptor.hpp) neither spins nor gives up.
+//   * SIGINT/SIGTERM: a clean exit with status 0 (common/signal_pipe.hpp).
+#include <array>
+#include <cstddef>
+#include <exception>
+#include <iostream>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include <corio/corio.hpp>
+
+#include "common/acceptor.hpp"
+#include "common/options.hpp"
+#include "common/server.hpp"
+
+namespace {
+
+// One line on stderr per connection event, only with --verbose.
+class ConnectionLog {
+public:
+    ConnectionLog(const corio::SocketAddress& peer, bool verbose)
+        : peer_(verbose ? peer.to_string() : std::string()), verbose_(verbose) {}
+
+    void operator()(std::string_view event) const {
+        if (verbose_) {
+            std::cerr << peer_ + ": " + std::string(event) + '\n'; // one write: lines never mix
+        }
+    }
+
+private:
+    std::string peer_;
+    bool verbose_;
+};
+
+// One connection: echo every byte back until the client closes its end.
+corio::Task<> handle_client(corio::AsyncSocket client, ConnectionLog log) {
+    std::array<std::byte, 16384> buffer{}; // 16 KiB: all the memory a connection ever needs
+    try {
+        log("connected");
+        while (const std::size_t received = co_await client.recv(buffer)) {
+            co_await client.send_all(std::span(buffer).first(received)); // waits for slow readers
+        }
+        log("closed"); // recv gave 0: the client sent its last byte and got everything back
+    } catch (const std::exception& error) { // e.g. a reset: it ends this connection, no other
+        log(error.what());
+    }
+} // the socket closes here
+
+// The listener: accept connections forever, each one served by a task of its own.
+corio::Task<> echo_server(corio::AsyncSocket listener, bool verbose) {
+    examples::Acceptor acceptor(std::move(listener), verbose); // copes with running out of fds
+    for (;;) {
+        auto [client, peer] = co_await acceptor.accept();
+        co_await corio::NewTask{handle_client(std::move(client), ConnectionLog(peer, verbose))};
+    }
+}
+
+} // namespace
+
+int main(int argc, char* argv[]) {
+    examples::ServerOptions server;
+    bool verbose = false;
+    if (const auto status = examples::parse_command_line(
+            argc, argv, "echo_server", "Sends every byte it receives back to its sender.",
+            {examples::host_option(server.host), examples::port_option(server.port),
+             examples::backlog_option(server.backlog),
+             examples::flag_option("--verbose", "log each connection to stderr", verbose)})) {
+        return *status; // --help, or a bad command line
+    }
+    return examples::run_server("echo_server", server, [verbose](corio::AsyncSocket listener) {
+        return echo_server(std::move(listener), verbose);
+    });
+}

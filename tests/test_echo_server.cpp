@@ -1,0 +1,1070 @@
+// Integration tests of the example programs: the real echo_server, hello_server and echo_client
+// processes (paths from CORIO_ECHO_SERVER_PATH, CORIO_HELLO_SERVER_PATH, CORIO_ECHO_CLIENT_PATH),
+// spoken to over 127.0.0.1 with plain POSIX sockets.
+//
+// Rules that keep these tests from hanging or leaking: every server listens on --port 0 and tells
+// us its port; every wait has a timeout (poll, SO_RCVTIMEO/SO_SNDTIMEO, deadlines); every loop is
+// bounded in count and time; every child process is killed and reaped by its RAII owner, by PID.
+#include <algorithm>
+#include <arpa/inet.h>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <initializer_list>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <optional>
+#include <poll.h>
+#include <spawn.h>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+#include <utility>
+#include <vector>
+
+#include "support/catch.hpp"
+#include "support/fd.hpp"
+
+#ifndef CORIO_ECHO_SERVER_PATH
+#error "CORIO_ECHO_SERVER_PATH must name the echo_server example (tests/CMakeLists.txt defines it)"
+#endif
+
+extern char** environ; // NOLINT: POSIX; handed to posix_spawn
+
+namespace {
+
+using corio::test::UniqueFd;
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+constexpr std::size_t kib = 1024;
+constexpr std::size_t mib = 1024 * kib;
+
+// The test process writes to sockets and pipes whose other end may be gone: that must be an error
+// code, never a SIGPIPE that ends the test run. (Children get the default disposition back.)
+const bool sigpipe_ignored = [] {
+    std::signal(SIGPIPE, SIG_IGN);
+    return true;
+}();
+
+std::string errno_text(int error) {
+    return std::strerror(error);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child processes
+// ---------------------------------------------------------------------------------------------
+
+// A program started with posix_spawn: stdout is a pipe we read, stderr goes to a temporary file
+// (so the child never blocks on it), stdin is /dev/null or a pipe we write. The destructor kills
+// the child (SIGKILL, by PID) unless it was already reaped, and reaps it.
+class Child {
+public:
+    Child(const std::string& path, const std::vector<std::string>& arguments,
+          bool stdin_pipe = false) {
+        char error_template[] = "/tmp/corio_test_stderr_XXXXXX";
+        const int error_fd = ::mkstemp(error_template);
+        REQUIRE(error_fd >= 0);
+        ::close(error_fd);
+        stderr_path_ = error_template;
+
+        int out[2] = {-1, -1};
+        REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
+        stdout_ = UniqueFd(out[0]);
+        UniqueFd out_write(out[1]);
+        UniqueFd in_read;
+        if (stdin_pipe) {
+            int in[2] = {-1, -1};
+            REQUIRE(::pipe2(in, O_CLOEXEC) == 0);
+            in_read = UniqueFd(in[0]);
+            stdin_ = UniqueFd(in[1]);
+        }
+
+        posix_spawn_file_actions_t actions;
+        posix_spawn_file_actions_init(&actions);
+        if (stdin_pipe) {
+            posix_spawn_file_actions_adddup2(&actions, in_read.get(), 0);
+        } else {
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+        }
+        posix_spawn_file_actions_adddup2(&actions, out_write.get(), 1);
+        posix_spawn_file_actions_addopen(&actions, 2, stderr_path_.c_str(), O_WRONLY | O_TRUNC, 0);
+
+        // The child starts with default signal dispositions (we ignore SIGPIPE) and no blocked
+        // signals, whatever the test framework did to this process.
+        posix_spawnattr_t attributes;
+        posix_spawnattr_init(&attributes);
+        sigset_t defaults;
+        sigemptyset(&defaults);
+        for (const int number : {SIGPIPE, SIGINT, SIGTERM}) {
+            sigaddset(&defaults, number);
+        }
+        sigset_t no_mask;
+        sigemptyset(&no_mask);
+        posix_spawnattr_setsigdefault(&attributes, &defaults);
+        posix_spawnattr_setsigmask(&attributes, &no_mask);
+        posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+
+        std::vector<std::string> all{path};
+        all.insert(all.end(), arguments.begin(), arguments.end());
+        std::vector<char*> argv;
+        argv.reserve(all.size() + 1);
+        for (std::string& argument : all) {
+            argv.push_back(argument.data());
+        }
+        argv.push_back(nullptr);
+
+        const int error =
+            ::posix_spawn(&pid_, path.c_str(), &actions, &attributes, argv.data(), environ);
+        posix_spawn_file_actions_destroy(&actions);
+        posix_spawnattr_destroy(&attributes);
+        INFO("posix_spawn " << path << ": " << errno_text(error));
+        REQUIRE(error == 0);
+    }
+
+    Child(const Child&) = delete;
+    Child& operator=(const Child&) = delete;
+
+    ~Child() {
+        if (pid_ > 0 && !status_) {
+            ::kill(pid_, SIGKILL);
+            int status = 0;
+            while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+            }
+        }
+        std::error_code ignored;
+        std::filesystem::remove(stderr_path_, ignored);
+    }
+
+    [[nodiscard]] pid_t pid() const noexcept { return pid_; }
+
+    /// The next line of the child's stdout, without the newline; nothing on EOF or timeout.
+    std::optional<std::string> read_line(std::chrono::milliseconds timeout) {
+        const auto deadline = Clock::now() + timeout;
+        for (;;) {
+            if (const auto newline = stdout_buffer_.find('\n'); newline != std::string::npos) {
+                std::string line = stdout_buffer_.substr(0, newline);
+                stdout_buffer_.erase(0, newline + 1);
+                return line;
+            }
+            if (!read_stdout_chunk(deadline)) {
+                return std::nullopt;
+            }
+        }
+    }
+
+    /// Everything the child writes to stdout until it closes it (or the timeout).
+    std::string read_stdout_to_end(std::chrono::milliseconds timeout) {
+        const auto deadline = Clock::now() + timeout;
+        while (read_stdout_chunk(deadline)) {
+        }
+        return std::exchange(stdout_buffer_, {});
+    }
+
+    /// What the child wrote to stderr so far.
+    [[nodiscard]] std::string stderr_text() const {
+        std::ifstream file(stderr_path_);
+        std::ostringstream text;
+        text << file.rdbuf();
+        return text.str();
+    }
+
+    void write_stdin(std::string_view data) {
+        REQUIRE(stdin_.get() >= 0);
+        while (!data.empty()) {
+            const ssize_t written = ::write(stdin_.get(), data.data(), data.size());
+            if (written < 0 && errno == EINTR) {
+                continue;
+            }
+            INFO("write to the child's stdin: " << errno_text(errno));
+            REQUIRE(written > 0);
+            data.remove_prefix(static_cast<std::size_t>(written));
+        }
+    }
+    void close_stdin() { stdin_.reset(); }
+
+    void send_signal(int number) const { REQUIRE(::kill(pid_, number) == 0); }
+
+    /// Waits up to `timeout` for the child to end; its wait status, or nothing if still running.
+    std::optional<int> wait_exit(std::chrono::milliseconds timeout) {
+        const auto deadline = Clock::now() + timeout;
+        while (!status_) {
+            int status = 0;
+            const pid_t result = ::waitpid(pid_, &status, WNOHANG);
+            if (result == pid_) {
+                status_ = status;
+            } else if (result < 0 && errno != EINTR) {
+                FAIL("waitpid: " << errno_text(errno));
+            } else if (Clock::now() >= deadline) {
+                break;
+            } else {
+                std::this_thread::sleep_for(5ms);
+            }
+        }
+        return status_;
+    }
+
+    /// True while the child runs (it has not exited, been killed, or been reaped).
+    bool running() { return !wait_exit(0ms).has_value(); }
+
+private:
+    // Appends what stdout has now, waiting until `deadline`. False on EOF, error or timeout.
+    bool read_stdout_chunk(Clock::time_point deadline) {
+        for (;;) {
+            const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
+            if (left.count() <= 0) {
+                return false;
+            }
+            pollfd watched{stdout_.get(), POLLIN, 0};
+            const int ready = ::poll(&watched, 1, static_cast<int>(left.count()));
+            if (ready < 0 && errno == EINTR) {
+                continue;
+            }
+            if (ready <= 0) {
+                return false;
+            }
+            char chunk[4096];
+            const ssize_t count = ::read(stdout_.get(), chunk, sizeof chunk);
+            if (count < 0 && errno == EINTR) {
+                continue;
+            }
+            if (count <= 0) {
+                return false;
+            }
+            stdout_buffer_.append(chunk, static_cast<std::size_t>(count));
+            return true;
+        }
+    }
+
+    pid_t pid_ = -1;
+    std::optional<int> status_;
+    UniqueFd stdout_;
+    UniqueFd stdin_;
+    std::string stdout_buffer_;
+    std::string stderr_path_;
+};
+
+bool exited_with(const std::optional<int>& status, int code) {
+    return status && WIFEXITED(*status) && WEXITSTATUS(*status) == code;
+}
+
+std::string describe_status(const std::optional<int>& status) {
+    if (!status) {
+        return "still running";
+    }
+    if (WIFEXITED(*status)) {
+        return "exited with status " + std::to_string(WEXITSTATUS(*status));
+    }
+    if (WIFSIGNALED(*status)) {
+        return "killed by signal " + std::to_string(WTERMSIG(*status));
+    }
+    return "wait status " + std::to_string(*status);
+}
+
+/// Reads the "listening on HOST:PORT" line a server prints when it is ready; gives the port.
+std::uint16_t listening_port(Child& server) {
+    const std::optional<std::string> line = server.read_line(5s);
+    INFO("server stderr: " << server.stderr_text());
+    REQUIRE(line.has_value());
+    INFO("server said: " << *line);
+    REQUIRE(line->starts_with("listening on 127.0.0.1:"));
+    const int port = std::stoi(line->substr(line->rfind(':') + 1));
+    REQUIRE(port > 0);
+    REQUIRE(port < 65536);
+    return static_cast<std::uint16_t>(port);
+}
+
+// A server child and its port, started with --port 0 and the given extra arguments.
+struct Server {
+    explicit Server(const std::string& path, std::vector<std::string> arguments = {})
+        : process(path, with_port_zero(std::move(arguments))), port(listening_port(process)) {}
+
+    static std::vector<std::string> with_port_zero(std::vector<std::string> arguments) {
+        arguments.insert(arguments.begin(), {"--port", "0"});
+        return arguments;
+    }
+
+    Child process;
+    std::uint16_t port;
+};
+
+// ---------------------------------------------------------------------------------------------
+// /proc
+// ---------------------------------------------------------------------------------------------
+
+/// Resident memory of a process, in KiB (VmRSS in /proc/PID/status).
+long resident_kib(pid_t pid) {
+    std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+    std::string line;
+    while (std::getline(status, line)) {
+        if (line.starts_with("VmRSS:")) {
+            return std::stol(line.substr(6));
+        }
+    }
+    FAIL("no VmRSS in /proc/" << pid << "/status");
+    return 0;
+}
+
+/// CPU time a process has used (user + system), in seconds, from /proc/PID/stat.
+double cpu_seconds(pid_t pid) {
+    std::ifstream stat_file("/proc/" + std::to_string(pid) + "/stat");
+    std::string stat((std::istreambuf_iterator<char>(stat_file)), std::istreambuf_iterator<char>());
+    const auto name_end = stat.rfind(')'); // the command name may contain spaces
+    REQUIRE(name_end != std::string::npos);
+    std::istringstream fields(stat.substr(name_end + 2));
+    std::vector<std::string> field;
+    std::string value;
+    while (fields >> value && field.size() < 13) {
+        field.push_back(value);
+    }
+    REQUIRE(field.size() == 13);
+    // field[0] is stat's field 3 (state); utime and stime are fields 14 and 15.
+    const double ticks = std::stod(field[11]) + std::stod(field[12]);
+    return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+/// How many fds a process has open with a number below `limit` (it may have inherited others).
+std::size_t open_fds_below(pid_t pid, std::size_t limit) {
+    std::size_t count = 0;
+    for (const auto& entry :
+         std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd")) {
+        count += std::stoul(entry.path().filename().string()) < limit ? 1 : 0;
+    }
+    return count;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sockets
+// ---------------------------------------------------------------------------------------------
+
+void set_timeouts(int fd, std::chrono::milliseconds timeout) {
+    timeval value{};
+    value.tv_sec = static_cast<time_t>(timeout.count() / 1000);
+    value.tv_usec = static_cast<suseconds_t>((timeout.count() % 1000) * 1000);
+    REQUIRE(::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &value, sizeof value) == 0);
+    REQUIRE(::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &value, sizeof value) == 0);
+}
+
+/// A blocking TCP connection to 127.0.0.1:port whose reads and writes give up after 5 s.
+UniqueFd connect_to(std::uint16_t port) {
+    UniqueFd socket(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    REQUIRE(socket.get() >= 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(port);
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    set_timeouts(socket.get(), 5s); // SO_SNDTIMEO bounds connect() too
+    int result = 0;
+    do {
+        result =
+            ::connect(socket.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address);
+    } while (result < 0 && errno == EINTR);
+    INFO("connect to port " << port << ": " << errno_text(errno));
+    REQUIRE(result == 0);
+    const int on = 1;
+    ::setsockopt(socket.get(), IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+    return socket;
+}
+
+void send_text(int fd, std::string_view data) {
+    while (!data.empty()) {
+        const ssize_t sent = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+        if (sent < 0 && errno == EINTR) {
+            continue;
+        }
+        INFO("send: " << errno_text(errno));
+        REQUIRE(sent > 0);
+        data.remove_prefix(static_cast<std::size_t>(sent));
+    }
+}
+
+/// What one read from a peer brought.
+struct Reading {
+    enum class Kind { data, end_of_stream, reset, timeout } kind;
+    std::string data;
+};
+
+/// Waits up to `timeout` for data, end-of-stream or an error on `fd`.
+Reading read_some(int fd, std::chrono::milliseconds timeout) {
+    pollfd watched{fd, POLLIN, 0};
+    int ready = 0;
+    do {
+        ready = ::poll(&watched, 1, static_cast<int>(timeout.count()));
+    } while (ready < 0 && errno == EINTR);
+    if (ready <= 0) {
+        return {Reading::Kind::timeout, {}};
+    }
+    char chunk[64 * 1024];
+    const ssize_t count = ::recv(fd, chunk, sizeof chunk, MSG_DONTWAIT);
+    if (count > 0) {
+        return {Reading::Kind::data, std::string(chunk, static_cast<std::size_t>(count))};
+    }
+    if (count == 0) {
+        return {Reading::Kind::end_of_stream, {}};
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        return {Reading::Kind::timeout, {}}; // spurious wake-up: treat as nothing yet
+    }
+    return {Reading::Kind::reset, {}};
+}
+
+/// Reads exactly `size` bytes (fewer only on end-of-stream, error or timeout).
+std::string read_exactly(int fd, std::size_t size, std::chrono::milliseconds timeout = 5s) {
+    const auto deadline = Clock::now() + timeout;
+    std::string received;
+    while (received.size() < size && Clock::now() < deadline) {
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
+        Reading reading = read_some(fd, left);
+        if (reading.kind != Reading::Kind::data) {
+            break;
+        }
+        received += reading.data;
+    }
+    return received;
+}
+
+/// Sends `message` and checks that the same bytes come back.
+void check_round_trip(int fd, const std::string& message) {
+    send_text(fd, message);
+    CHECK(read_exactly(fd, message.size()) == message);
+}
+
+/// True once the peer closed the connection (end-of-stream or reset) within `timeout`; data that
+/// arrives first is skipped.
+bool closed_by_peer(int fd, std::chrono::milliseconds timeout) {
+    const auto deadline = Clock::now() + timeout;
+    while (Clock::now() < deadline) {
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
+        const Reading reading = read_some(fd, left);
+        if (reading.kind == Reading::Kind::end_of_stream || reading.kind == Reading::Kind::reset) {
+            return true;
+        }
+        if (reading.kind == Reading::Kind::timeout) {
+            return false;
+        }
+    }
+    return false;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streams of checkable data
+// ---------------------------------------------------------------------------------------------
+
+/// Pseudo-random bytes that repeat with a prime period (so they never line up with buffer sizes),
+/// different for each seed: every byte a client receives can be checked against its offset.
+class Pattern {
+public:
+    static constexpr std::size_t period = 65521;
+
+    explicit Pattern(std::uint32_t seed) : bytes_(2 * period, '\0') {
+        std::uint32_t state = seed * 2654435761U + 1;
+        for (std::size_t i = 0; i < period; ++i) {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            bytes_[i] = bytes_[i + period] = static_cast<char>(state >> 24);
+        }
+    }
+
+    /// The bytes at `offset` (at most `size` of them, and at most one period).
+    [[nodiscard]] std::string_view at(std::uint64_t offset, std::size_t size) const {
+        return std::string_view(bytes_).substr(offset % period, std::min(size, period));
+    }
+
+    /// True if `data` is what the stream holds at `offset`.
+    [[nodiscard]] bool matches(std::uint64_t offset, std::string_view data) const {
+        while (!data.empty()) {
+            const std::string_view expected = at(offset, data.size());
+            if (data.substr(0, expected.size()) != expected) {
+                return false;
+            }
+            data.remove_prefix(expected.size());
+            offset += expected.size();
+        }
+        return true;
+    }
+
+private:
+    std::string bytes_;
+};
+
+/// How a client reads: how much at a time, and how long it dawdles after each read.
+struct Pacing {
+    std::size_t read_chunk = 256 * kib;
+    std::chrono::microseconds pause_after_read{0};
+};
+
+/// One client's side of an echo, driven by poll: it sends `total` bytes of its pattern and checks
+/// every byte that comes back. With `half_close` it shuts down its sending side after the last
+/// byte and then expects the server to close after echoing everything.
+class EchoStream {
+public:
+    EchoStream(UniqueFd socket, std::uint32_t seed, std::uint64_t total, bool half_close,
+               Pacing pacing = {})
+        : socket_(std::move(socket)), pattern_(seed), total_(total), half_close_(half_close),
+          pacing_(pacing), buffer_(pacing.read_chunk) {
+        REQUIRE(::fcntl(socket_.get(), F_SETFL, O_NONBLOCK) == 0);
+    }
+
+    [[nodiscard]] int fd() const noexcept { return socket_.get(); }
+    [[nodiscard]] bool finished() const noexcept {
+        return !failure_.empty() || end_of_stream_ || (!half_close_ && received_ == total_);
+    }
+    [[nodiscard]] bool succeeded() const noexcept {
+        return failure_.empty() && received_ == total_ && end_of_stream_ == half_close_;
+    }
+    [[nodiscard]] std::uint64_t sent() const noexcept { return sent_; }
+    [[nodiscard]] std::uint64_t received() const noexcept { return received_; }
+    [[nodiscard]] std::string describe() const {
+        return "sent " + std::to_string(sent_) + " of " + std::to_string(total_) + ", received " +
+               std::to_string(received_) + (end_of_stream_ ? ", end-of-stream" : "") +
+               (failure_.empty() ? "" : ", " + failure_);
+    }
+
+    [[nodiscard]] short wanted_events() const noexcept {
+        if (finished()) {
+            return 0;
+        }
+        return static_cast<short>(POLLIN | (sent_ < total_ ? POLLOUT : 0));
+    }
+
+    void on_ready(short events) {
+        if ((events & POLLOUT) != 0) {
+            send_some();
+        }
+        if ((events & (POLLIN | POLLHUP | POLLERR)) != 0) {
+            receive_some();
+        }
+    }
+
+private:
+    void send_some() {
+        for (int round = 0; round < 16 && sent_ < total_ && failure_.empty(); ++round) {
+            const std::string_view chunk = pattern_.at(
+                sent_,
+                static_cast<std::size_t>(std::min<std::uint64_t>(total_ - sent_, Pattern::period)));
+            const ssize_t count = ::send(fd(), chunk.data(), chunk.size(), MSG_NOSIGNAL);
+            if (count < 0) {
+                if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+                    failure_ = "send: " + errno_text(errno);
+                }
+                return;
+            }
+            sent_ += static_cast<std::uint64_t>(count);
+        }
+        if (sent_ == total_ && half_close_ && !shut_down_) {
+            shut_down_ = true;
+            if (::shutdown(fd(), SHUT_WR) < 0) {
+                failure_ = "shutdown: " + errno_text(errno);
+            }
+        }
+    }
+
+    void receive_some() {
+        const ssize_t count = ::recv(fd(), buffer_.data(), buffer_.size(), 0);
+        if (count < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+                failure_ = "recv: " + errno_text(errno);
+            }
+            return;
+        }
+        if (count == 0) {
+            end_of_stream_ = true;
+            if (received_ != total_) {
+                failure_ = "end-of-stream before the whole echo";
+            }
+            return;
+        }
+        const std::string_view data(buffer_.data(), static_cast<std::size_t>(count));
+        if (received_ + data.size() > total_) {
+            failure_ = "more bytes came back than were sent";
+        } else if (!pattern_.matches(received_, data)) {
+            failure_ = "wrong bytes came back near offset " + std::to_string(received_);
+        }
+        received_ += data.size();
+        if (pacing_.pause_after_read.count() > 0) {
+            std::this_thread::sleep_for(pacing_.pause_after_read);
+        }
+    }
+
+    UniqueFd socket_;
+    Pattern pattern_;
+    std::uint64_t total_;
+    bool half_close_;
+    Pacing pacing_;
+    std::vector<char> buffer_;
+    std::uint64_t sent_ = 0;
+    std::uint64_t received_ = 0;
+    bool shut_down_ = false;
+    bool end_of_stream_ = false;
+    std::string failure_;
+};
+
+/// Drives the streams until all are finished or the deadline passes; calls `tick` as it goes.
+/// True if all finished in time.
+bool run_streams(std::vector<EchoStream>& streams, Clock::time_point deadline,
+                 const std::function<void()>& tick = {}) {
+    std::vector<pollfd> watched;
+    std::vector<EchoStream*> owners;
+    while (Clock::now() < deadline) {
+        watched.clear();
+        owners.clear();
+        for (EchoStream& stream : streams) {
+            if (const short events = stream.wanted_events(); events != 0) {
+                watched.push_back(pollfd{stream.fd(), events, 0});
+                owners.push_back(&stream);
+            }
+        }
+        if (watched.empty()) {
+            return true;
+        }
+        const int ready = ::poll(watched.data(), watched.size(), 20);
+        if (ready < 0 && errno != EINTR) {
+            FAIL("poll: " << errno_text(errno));
+        }
+        for (std::size_t i = 0; ready > 0 && i < watched.size(); ++i) {
+            if (watched[i].revents != 0) {
+                owners[i]->on_ready(watched[i].revents);
+            }
+        }
+        if (tick) {
+            tick();
+        }
+    }
+    return std::all_of(streams.begin(), streams.end(),
+                       [](const EchoStream& stream) { return stream.finished(); });
+}
+
+/// Sends pattern bytes without reading the echo until the server stops taking them: the server is
+/// then blocked writing its echo to us, since our receive buffer is full. Gives how much was sent.
+std::uint64_t fill_until_server_blocks(int fd, std::uint64_t limit = 32 * mib) {
+    const Pattern pattern(99);
+    const auto deadline = Clock::now() + 5s;
+    std::uint64_t sent = 0;
+    while (sent < limit && Clock::now() < deadline) {
+        const std::string_view chunk = pattern.at(sent, Pattern::period);
+        const ssize_t count = ::send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (count > 0) {
+            sent += static_cast<std::uint64_t>(count);
+            continue;
+        }
+        REQUIRE((errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR));
+        pollfd watched{fd, POLLOUT, 0};
+        if (::poll(&watched, 1, 200) == 0) {
+            break; // nobody takes our bytes any more: every buffer on the way is full
+        }
+    }
+    return sent;
+}
+
+/// Closes `socket` so that the peer gets a reset (RST) rather than an orderly end-of-stream.
+void close_with_reset(UniqueFd& socket) {
+    const linger abort_on_close{1, 0};
+    REQUIRE(::setsockopt(socket.get(), SOL_SOCKET, SO_LINGER, &abort_on_close,
+                         sizeof abort_on_close) == 0);
+    socket.reset();
+}
+
+/// A port that nothing listens on (bound once by us, then released).
+std::uint16_t unused_port() {
+    UniqueFd socket(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    REQUIRE(socket.get() >= 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(socket.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0);
+    socklen_t size = sizeof address;
+    REQUIRE(::getsockname(socket.get(), reinterpret_cast<sockaddr*>(&address), &size) == 0);
+    return ntohs(address.sin_port);
+}
+
+/// Checks that the server still runs and echoes for a new client.
+void check_still_serving(Server& server) {
+    INFO("server: " << describe_status(server.process.wait_exit(0ms)));
+    REQUIRE(server.process.running());
+    const UniqueFd client = connect_to(server.port);
+    check_round_trip(client.get(), "still there?\n");
+}
+
+/// Stops a server with SIGTERM and checks that it exited with status 0 within 2 s.
+void check_clean_exit(Child& server, int signal_number = SIGTERM) {
+    server.send_signal(signal_number);
+    const auto status = server.wait_exit(2s);
+    INFO("server " << describe_status(status) << "; stderr: " << server.stderr_text());
+    CHECK(exited_with(status, 0));
+}
+
+} // namespace
+
+// =============================================================================================
+// echo_server
+// =============================================================================================
+
+TEST_CASE("echo_server echoes what a client sends", "[echo_server]") {
+    Server server(CORIO_ECHO_SERVER_PATH);
+    const UniqueFd client = connect_to(server.port);
+    check_round_trip(client.get(), "hello\n");
+    check_round_trip(client.get(), "a second message, a little longer than the first one\n");
+    check_round_trip(client.get(), std::string(1, '\0') + "binary\xff\x01 bytes too");
+    check_round_trip(client.get(), std::string(100 * kib, 'x')); // more than one 16 KiB buffer
+
+    // Closing our end makes the server close its end.
+    REQUIRE(::shutdown(client.get(), SHUT_WR) == 0);
+    CHECK(closed_by_peer(client.get(), 2s));
+
+    check_clean_exit(server.process);
+    CHECK(server.process.stderr_text().empty()); // quiet without --verbose
+}
+
+TEST_CASE("echo_server serves 50 concurrent clients, each its own data", "[echo_server]") {
+    Server server(CORIO_ECHO_SERVER_PATH);
+    constexpr int clients = 50;
+    std::vector<EchoStream> streams;
+    streams.reserve(clients);
+    for (int i = 0; i < clients; ++i) { // all connected before anyone sends: really concurrent
+        streams.emplace_back(connect_to(server.port), static_cast<std::uint32_t>(i + 1),
+                             200 * kib + static_cast<std::uint64_t>(i) * 1000, i % 2 == 0);
+    }
+    CHECK(run_streams(streams, Clock::now() + 10s));
+    for (const EchoStream& stream : streams) {
+        INFO(stream.describe());
+        CHECK(stream.succeeded());
+    }
+    check_still_serving(server);
+}
+
+TEST_CASE("echo_server survives peers that reset while it writes to them", "[echo_server]") {
+    Server server(CORIO_ECHO_SERVER_PATH);
+    const UniqueFd bystander = connect_to(server.port); // connected before, used after the resets
+    check_round_trip(bystander.get(), "before\n");
+
+    for (int round = 0; round < 5; ++round) {
+        UniqueFd rude = connect_to(server.port);
+        CHECK(fill_until_server_blocks(rude.get()) > 0); // the server is stuck in send_all to us
+        close_with_reset(rude);
+    }
+
+    check_round_trip(bystander.get(), "after\n"); // the others are still served
+    check_still_serving(server);
+    CHECK(server.process.stderr_text().empty()); // a reset ends a connection quietly
+}
+
+TEST_CASE("echo_server survives peers that close while it writes (no SIGPIPE)", "[echo_server]") {
+    Server server(CORIO_ECHO_SERVER_PATH);
+    for (int round = 0; round < 10; ++round) {
+        std::vector<UniqueFd> leaving;
+        for (int i = 0; i < 5; ++i) {
+            UniqueFd client = connect_to(server.port);
+            fill_until_server_blocks(client.get(), 4 * mib);
+            (void)read_some(client.get(), 100ms); // take a little, so the server writes again
+            leaving.push_back(std::move(client));
+        }
+        leaving.clear(); // plain close() while the server is in the middle of writing
+        std::this_thread::sleep_for(20ms);
+        INFO("round " << round << ": server " << describe_status(server.process.wait_exit(0ms)));
+        REQUIRE(server.process.running()); // a SIGPIPE would have killed it
+    }
+    check_still_serving(server);
+    CHECK(server.process.stderr_text().empty());
+}
+
+TEST_CASE("echo_server echoes everything after a half-close", "[echo_server]") {
+    Server server(CORIO_ECHO_SERVER_PATH);
+    std::vector<EchoStream> streams;
+    // The client sends 1 MiB, shuts down its sending side (SHUT_WR), and must still read every
+    // byte back, then end-of-stream: the server closes only after the last echo.
+    streams.emplace_back(connect_to(server.port), 7, 1 * mib, true);
+    CHECK(run_streams(streams, Clock::now() + 10s));
+    INFO(streams.front().describe());
+    CHECK(streams.front().succeeded());
+}
+
+TEST_CASE("echo_server keeps its memory bounded for a slow reader", "[echo_server]") {
+    Server server(CORIO_ECHO_SERVER_PATH);
+    std::vector<EchoStream> streams;
+    // The client writes as fast as the server takes its bytes, and reads back slowly (16 KiB, then
+    // a pause). The server must stop reading while its echo waits (backpressure) instead of
+    // buffering the difference.
+    streams.emplace_back(connect_to(server.port), 11, 64 * mib, true, Pacing{16 * kib, 100us});
+    const long baseline = resident_kib(server.process.pid());
+    long peak = baseline;
+    auto next_sample = Clock::now();
+    const auto started = Clock::now();
+    const bool finished = run_streams(streams, started + 20s, [&] {
+        if (Clock::now() >= next_sample) {
+            peak = std::max(peak, resident_kib(server.process.pid()));
+            next_sample = Clock::now() + 20ms;
+        }
+    });
+    const auto seconds = std::chrono::duration<double>(Clock::now() - started).count();
+    peak = std::max(peak, resident_kib(server.process.pid()));
+    INFO(streams.front().describe() << " in " << seconds << " s; server RSS " << baseline
+                                    << " KiB at first, " << peak << " KiB at most");
+    CHECK(finished);
+    CHECK(streams.front().succeeded());
+    CHECK(peak - baseline < static_cast<long>(16 * mib / kib));
+}
+
+TEST_CASE("echo_server serves others promptly while clients stay silent", "[echo_server]") {
+    Server server(CORIO_ECHO_SERVER_PATH);
+    std::vector<UniqueFd> silent;
+    silent.reserve(10);
+    for (int i = 0; i < 10; ++i) {
+        silent.push_back(connect_to(server.port)); // connects, never sends
+    }
+    const UniqueFd client = connect_to(server.port);
+    const auto started = Clock::now();
+    check_round_trip(client.get(), "anyone home?\n");
+    CHECK(Clock::now() - started < 1s);
+    for (const UniqueFd& quiet : silent) { // and the silent ones are neither served nor dropped
+        CHECK(read_some(quiet.get(), 0ms).kind == Reading::Kind::timeout);
+    }
+}
+
+TEST_CASE("echo_server neither spins nor gives up when it runs out of fds", "[echo_server]") {
+    Server server(CORIO_ECHO_SERVER_PATH);
+    const pid_t pid = server.process.pid();
+
+    // Lower the server's limit of open files (posix_spawn cannot; prlimit works on a running
+    // process).
+    constexpr rlim_t limit = 24;
+    rlimit old_limit{};
+    REQUIRE(::prlimit(pid, RLIMIT_NOFILE, nullptr, &old_limit) == 0);
+    const rlimit low{limit, old_limit.rlim_max};
+    REQUIRE(::prlimit(pid, RLIMIT_NOFILE, &low, nullptr) == 0);
+
+    // Once it has served one client, it is surely in its accept loop with every fd of its own
+    // open: the free fd numbers below the limit are how many more connections it can hold.
+    std::vector<UniqueFd> served;
+    served.push_back(connect_to(server.port));
+    check_round_trip(served.back().get(), "first\n");
+    const std::size_t open_now = open_fds_below(pid, limit);
+    REQUIRE(open_now < limit);
+    const std::size_t capacity = 1 + (limit - open_now);
+
+    // Connect one client at a time: they are echoed until the server holds `capacity`; after that
+    // it has no fd left, and closes each new connection at once instead of leaving it hanging.
+    int closed_at_once = 0;
+    for (std::size_t i = served.size(); i < capacity + 10; ++i) {
+        UniqueFd client = connect_to(server.port);
+        send_text(client.get(), "probe\n");
+        const Reading reading = read_some(client.get(), 2s);
+        INFO("connection " << i << " of capacity " << capacity);
+        if (reading.kind == Reading::Kind::data) {
+            CHECK(closed_at_once == 0); // once full, it stays full while nobody leaves
+            CHECK(reading.data + read_exactly(client.get(), 6 - reading.data.size()) == "probe\n");
+            served.push_back(std::move(client));
+        } else if (reading.kind != Reading::Kind::timeout) {
+            ++closed_at_once; // end-of-stream or reset
+        } else {
+            FAIL_CHECK("the connection hangs: neither served nor closed");
+            break; // the rest would hang too: don't wait for each
+        }
+    }
+    CHECK(served.size() == capacity);
+    CHECK(closed_at_once == 10);
+
+    // More clients arrive while it is full. The server must not spin on them.
+    std::vector<UniqueFd> waiting;
+    waiting.reserve(10);
+    for (int i = 0; i < 10; ++i) {
+        waiting.push_back(connect_to(server.port));
+    }
+    const double cpu_before = cpu_seconds(pid);
+    std::this_thread::sleep_for(500ms);
+    const double cpu_used = cpu_seconds(pid) - cpu_before;
+    INFO("CPU time used in 0.5 s while out of fds: " << cpu_used << " s");
+    CHECK(cpu_used < 0.1);
+    const auto closing_deadline = Clock::now() + 2s; // they were closed at once, not left hanging
+    for (const UniqueFd& client : waiting) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            std::max(closing_deadline - Clock::now(), Clock::duration::zero()));
+        CHECK(closed_by_peer(client.get(), left));
+    }
+    REQUIRE(server.process.running());
+
+    // Once connections close, it serves again, as many as before.
+    served.clear();
+    std::vector<UniqueFd> again;
+    const auto deadline = Clock::now() + 3s;
+    while (again.empty() && Clock::now() < deadline) {
+        UniqueFd client = connect_to(server.port);
+        send_text(client.get(), "back?\n");
+        if (read_exactly(client.get(), 6, 1s) == "back?\n") {
+            again.push_back(std::move(client));
+        } else {
+            std::this_thread::sleep_for(50ms); // our closes have not all reached it yet
+        }
+    }
+    REQUIRE(again.size() == 1);
+    while (again.size() < capacity) {
+        again.push_back(connect_to(server.port));
+        check_round_trip(again.back().get(), "again\n");
+    }
+}
+
+TEST_CASE("echo_server exits with status 0 on SIGTERM and SIGINT", "[echo_server]") {
+    const int signal_number = GENERATE(SIGTERM, SIGINT);
+    INFO("signal " << signal_number);
+    Server server(CORIO_ECHO_SERVER_PATH);
+    const UniqueFd idle = connect_to(server.port);
+    const UniqueFd served = connect_to(server.port);
+    check_round_trip(served.get(), "hi\n");
+    const UniqueFd busy = connect_to(server.port);
+    fill_until_server_blocks(busy.get(), 8 * mib); // the server is in the middle of a send_all
+
+    const auto started = Clock::now();
+    check_clean_exit(server.process, signal_number);
+    CHECK(Clock::now() - started < 2s);
+    CHECK(closed_by_peer(idle.get(), 1s)); // its connections were closed
+}
+
+TEST_CASE("echo_server rejects a bad command line with status 2", "[echo_server][options]") {
+    const std::vector<std::vector<std::string>> bad_command_lines{
+        {"--port", "abc"},
+        {"--port", "70000"},
+        {"--port", "-1"},
+        {"--port", ""},
+        {"--port", "80x"},
+        {"--port", "+80"},
+        {"--port"},
+        {"--host"},
+        {"--host", "nowhere.invalid"},
+        {"--backlog", "many"},
+        {"--backlog", "0"},
+        {"--bogus"},
+        {"stray"},
+        {"--verbose=yes"},
+        {"-p", "5001"},
+    };
+    for (const auto& arguments : bad_command_lines) {
+        std::string shown;
+        for (const auto& argument : arguments) {
+            shown += " '" + argument + "'";
+        }
+        INFO("echo_server" << shown);
+        Child program(CORIO_ECHO_SERVER_PATH, arguments);
+        const auto status = program.wait_exit(5s);
+        INFO(describe_status(status));
+        CHECK(exited_with(status, 2));
+        CHECK_FALSE(program.stderr_text().empty());
+        CHECK(program.read_stdout_to_end(1s).empty());
+    }
+
+    Child help(CORIO_ECHO_SERVER_PATH, {"--help"});
+    CHECK(help.read_stdout_to_end(5s).find("--port") != std::string::npos);
+    CHECK(exited_with(help.wait_exit(5s), 0));
+}
+
+TEST_CASE("echo_server exits with status 1 when it cannot listen", "[echo_server]") {
+    Server first(CORIO_ECHO_SERVER_PATH);
+    Child second(CORIO_ECHO_SERVER_PATH, {"--port", std::to_string(first.port)});
+    const auto status = second.wait_exit(5s);
+    INFO(describe_status(status));
+    CHECK(exited_with(status, 1));
+    CHECK(second.stderr_text().find("echo_server:") != std::string::npos);
+}
+
+TEST_CASE("echo_server --verbose logs each connection to stderr", "[echo_server]") {
+    Server server(CORIO_ECHO_SERVER_PATH, {"--verbose"});
+    {
+        const UniqueFd client = connect_to(server.port);
+        check_round_trip(client.get(), "log me\n");
+    }
+    std::string log;
+    const auto deadline = Clock::now() + 2s;
+    while (log.find("closed") == std::string::npos && Clock::now() < deadline) {
+        std::this_thread::sleep_for(10ms);
+        log = server.process.stderr_text();
+    }
+    INFO("stderr: " << log);
+    CHECK(log.find("127.0.0.1:") != std::string::npos);
+    CHECK(log.find("connected") != std::string::npos);
+    CHECK(log.find("closed") != std::string::npos);
+}
+
+// =============================================================================================
+// hello_server
+// =============================================================================================
+
+#ifdef CORIO_HELLO_SERVER_PATH
+TEST_CASE("hello_server answers Hello world to every message", "[hello_server]") {
+    Server server(CORIO_HELLO_SERVER_PATH);
+    const UniqueFd first = connect_to(server.port);
+    const UniqueFd second = connect_to(server.port);
+    for (int i = 0; i < 3; ++i) { // one answer per message, for each of two clients at once
+        send_text(first.get(), "hi\n");
+        CHECK(read_exactly(first.get(), 12) == "Hello world\n");
+        send_text(second.get(), "GET / HTTP/1.0\r\n\r\n");
+        CHECK(read_exactly(second.get(), 12) == "Hello world\n");
+    }
+    CHECK(read_some(first.get(), 100ms).kind == Reading::Kind::timeout); // nothing unasked for
+
+    check_clean_exit(server.process, SIGINT);
+}
+
+TEST_CASE("hello_server rejects a bad command line with status 2", "[hello_server][options]") {
+    for (const auto& arguments : std::vector<std::vector<std::string>>{
+             {"--port", "65536"}, {"--verbose"}, {"--host", "localhost"}}) {
+        Child program(CORIO_HELLO_SERVER_PATH, arguments);
+        const auto status = program.wait_exit(5s);
+        INFO(arguments.front() << ": " << describe_status(status));
+        CHECK(exited_with(status, 2));
+        CHECK_FALSE(program.stderr_text().empty());
+    }
+}
+#endif
+
+// =============================================================================================
+// echo_client
+// =============================================================================================
+
+#ifdef CORIO_ECHO_CLIENT_PATH
+TEST_CASE("echo_client prints back the lines of its stdin", "[echo_client]") {
+    Server server(CORIO_ECHO_SERVER_PATH);
+    std::string lines = "alpha\nbeta\n\ngamma with spaces\n";
+    for (int i = 0; i < 2000; ++i) {
+        lines += "line " + std::to_string(i) + '\n';
+    }
+    Child client(CORIO_ECHO_CLIENT_PATH, {"--port", std::to_string(server.port)}, true);
+    client.write_stdin(lines);
+    client.close_stdin(); // end of input: the client finishes and exits
+    CHECK(client.read_stdout_to_end(10s) == lines);
+    const auto status = client.wait_exit(5s);
+    INFO(describe_status(status) << "; stderr: " << client.stderr_text());
+    CHECK(exited_with(status, 0));
+}
+
+TEST_CASE("echo_client reports a refused connection with status 1", "[echo_client]") {
+    Child client(CORIO_ECHO_CLIENT_PATH, {"--port", std::to_string(unused_port())});
+    const auto status = client.wait_exit(5s);
+    INFO(describe_status(status));
+    CHECK(exited_with(status, 1));
+    CHECK_FALSE(client.stderr_text().empty());
+}
+
+TEST_CASE("echo_client rejects a bad command line with status 2", "[echo_client][options]") {
+    for (const auto& arguments : std::vector<std::vector<std::string>>{
+             {"--port", "0"}, {"--port", "x"}, {"--host"}, {"--backlog", "5"}}) {
+        Child program(CORIO_ECHO_CLIENT_PATH, arguments);
+        const auto status = program.wait_exit(5s);
+        INFO(arguments.front() << ": " << describe_status(status));
+        CHECK(exited_with(status, 2));
+        CHECK_FALSE(program.stderr_text().empty());
+    }
+}
+#endif
