@@ -8,3 +8,6 @@
 #include "corio/system_call.hpp"
 #include "corio/task.hpp"
 #include "corio/task_exit.hpp"
+#include "corio/timeout.hpp"
+#include "corio/timeout_error.hpp"
+#include "corio/virtual_clock.hpp"

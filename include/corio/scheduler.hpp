@@ -25,6 +25,8 @@
 #include "corio/system_call.hpp"
 #include "corio/task.hpp"
 #include "corio/task_exit.hpp"
+#include "corio/timeout_error.hpp"
+#include "corio/virtual_clock.hpp"
 #include "corio/detail/task_list.hpp"
 #include "corio/detail/timer_heap.hpp"
 
@@ -59,6 +61,26 @@ enum class TaskState : std::uint8_t {
     dying,        // its frame is being destroyed
 };
 
+struct TaskRecord;
+
+// A timer that belongs to a task: its Sleep, or one of its deadlines.
+struct TaskTimer : TimerNode {
+    explicit TaskTimer(Kind what) noexcept : TimerNode(what) {}
+    TaskRecord* task = nullptr;
+};
+
+// A deadline around part of a task (timeout_after). Scopes nest: each knows the one around it.
+struct TimeoutScope : TaskTimer {
+    TimeoutScope() noexcept : TaskTimer(Kind::deadline) {}
+    TimeoutScope(const TimeoutScope&) = delete;
+    TimeoutScope& operator=(const TimeoutScope&) = delete;
+
+    Scheduler* kernel = nullptr; // set while the scope is entered
+    TimeoutScope* outer = nullptr;
+    bool expired = false;   // the deadline passed
+    bool delivered = false; // and the task got its TimeoutError
+};
+
 struct TaskRecord : ListLinks {
     std::uint64_t serial = 0; // 0 while the slot is free
     std::uint32_t slot = 0;
@@ -68,9 +90,13 @@ struct TaskRecord : ListLinks {
     std::uint64_t ready_pass = 0;
     std::coroutine_handle<Promise<void>> root;
     std::coroutine_handle<> resume_point; // the innermost suspended frame of the task
-    TimerNode timer;
+    TaskTimer timer{TimerNode::Kind::wake};
     TaskExit* exit_out = nullptr; // while waiting_task: where the kernel writes the outcome
+    void* wait_cookie = nullptr;  // while parked in a WaitQueue: what its owner handed in
     TaskList waiters;             // tasks waiting for this one to end
+    TimeoutScope* innermost_scope = nullptr;
+    TimeoutScope* interrupt = nullptr; // a deadline to throw at the task when it resumes
+    std::uint32_t expired_scopes = 0;  // scopes whose deadline passed, not yet delivered
 };
 
 struct FdWatch {
@@ -122,6 +148,23 @@ Task<> capture_result(Task<T> task, RunResult<T>& out) {
 
 } // namespace detail
 
+/// A FIFO of tasks parked by a synchronisation primitive (Event, Queue, Lock, ...): see
+/// Scheduler::wait_in and Scheduler::wake_one. A task killed or timed out while it waits here
+/// leaves the queue at once. It must outlive its waiters (destroy it with no task in it).
+class WaitQueue {
+public:
+    WaitQueue() = default;
+    WaitQueue(const WaitQueue&) = delete;
+    WaitQueue& operator=(const WaitQueue&) = delete;
+
+    [[nodiscard]] bool empty() const noexcept { return tasks_.empty(); }
+    [[nodiscard]] std::size_t size() const noexcept { return tasks_.size(); }
+
+private:
+    friend class Scheduler;
+    detail::TaskList tasks_;
+};
+
 /// The kernel. Owns its tasks' frames; belongs to the thread that runs it.
 class Scheduler {
 public:
@@ -138,7 +181,10 @@ public:
         std::size_t watched_fds = 0;
     };
 
+    /// A Scheduler on the real (steady) clock.
     Scheduler() = default;
+    /// A Scheduler on a virtual clock (see virtual_clock.hpp), which must outlive it.
+    explicit Scheduler(VirtualClock& clock) noexcept : virtual_clock_(&clock) {}
     Scheduler(const Scheduler&) = delete;
     Scheduler& operator=(const Scheduler&) = delete;
 
@@ -213,7 +259,10 @@ public:
     [[nodiscard]] TaskId current_task() const noexcept {
         return current_ != nullptr ? id_of(*current_) : TaskId{};
     }
-    [[nodiscard]] Clock::time_point now() const noexcept { return Clock::now(); }
+    /// The time on this Scheduler's clock: steady_clock, or its VirtualClock.
+    [[nodiscard]] Clock::time_point now() const noexcept {
+        return virtual_clock_ != nullptr ? virtual_clock_->now() : Clock::now();
+    }
     /// now() + `delay`, saturating at the end of time rather than overflowing.
     [[nodiscard]] Clock::time_point deadline_after(Clock::duration delay) const noexcept {
         const Clock::time_point start = now();
@@ -271,7 +320,7 @@ public:
     /// Suspends the calling task until `deadline`.
     void sleep_until(Clock::time_point deadline) {
         detail::TaskRecord& self = trapped_task();
-        self.timer.owner = &self;
+        self.timer.task = &self;
         timers_.push(self.timer, deadline);
         self.state = detail::TaskState::sleeping;
     }
@@ -286,8 +335,87 @@ public:
         if (record == nullptr || record->state != detail::TaskState::parked || record == current_) {
             return false;
         }
+        detach(*record);
         make_ready(*record);
         return true;
+    }
+
+    /// Parks the calling task at the back of `queue`, with a `cookie` that wake_one gives back to
+    /// whoever wakes it (typically the waiting system call, to hand it a value).
+    void wait_in(WaitQueue& queue, void* cookie = nullptr) {
+        detail::TaskRecord& self = trapped_task();
+        queue.tasks_.push_back(self);
+        self.wait_cookie = cookie;
+        self.state = detail::TaskState::parked;
+    }
+
+    /// Wakes the task at the front of `queue`; gives its cookie, or null if the queue is empty
+    /// (check `queue.empty()` first when the cookies may be null).
+    void* wake_one(WaitQueue& queue) noexcept {
+        detail::ListLinks* links = queue.tasks_.front();
+        if (links == nullptr) {
+            return nullptr;
+        }
+        auto& record = static_cast<detail::TaskRecord&>(*links);
+        void* cookie = record.wait_cookie;
+        detach(record);
+        make_ready(record);
+        return cookie;
+    }
+
+    /// Wakes every task in `queue`, in order.
+    void wake_all(WaitQueue& queue) noexcept { wake_all(queue.tasks_); }
+
+    // ---- Deadlines (timeout_after and friends build on these).
+
+    /// Enters a deadline scope for the calling task: if `deadline` passes while the scope is
+    /// entered, the task's current or next wait ends with a TimeoutError for this scope.
+    void enter_scope(detail::TimeoutScope& scope, Clock::time_point deadline) {
+        detail::TaskRecord& self = trapped_task();
+        scope.kernel = this;
+        scope.task = &self;
+        scope.outer = self.innermost_scope;
+        scope.expired = scope.delivered = false;
+        self.innermost_scope = &scope;
+        timers_.push(scope, deadline);
+    }
+
+    /// Leaves a deadline scope (its timer is cancelled). Safe to call twice, and while the task
+    /// is being killed.
+    void leave_scope(detail::TimeoutScope& scope) noexcept {
+        detail::TaskRecord* task = scope.task;
+        if (task == nullptr) {
+            return;
+        }
+        timers_.remove(scope);
+        for (detail::TimeoutScope** link = &task->innermost_scope; *link != nullptr;
+             link = &(*link)->outer) {
+            if (*link == &scope) {
+                *link = scope.outer;
+                break;
+            }
+        }
+        if (scope.expired && !scope.delivered) {
+            --task->expired_scopes;
+        }
+        if (task->interrupt == &scope) {
+            task->interrupt = nullptr;
+        }
+        scope.task = nullptr;
+        scope.kernel = nullptr;
+    }
+
+    /// Called as a system call returns to its task: throws the TimeoutError of a deadline that
+    /// interrupted the wait.
+    void throw_if_interrupted() {
+        detail::TaskRecord* self = current_;
+        if (self == nullptr || self->interrupt == nullptr) [[likely]] {
+            return;
+        }
+        detail::TimeoutScope* scope = std::exchange(self->interrupt, nullptr);
+        scope->delivered = true;
+        --self->expired_scopes;
+        throw TimeoutError(scope);
     }
 
     /// Stops watching `fd` and wakes every task waiting on it (their next system call on it sees
@@ -326,6 +454,8 @@ public:
         if (!suspend) { // it continues now: undo anything the call registered it for
             detach(self);
             self.state = detail::TaskState::running;
+        } else if (self.expired_scopes > 0 && !self.kill_requested) [[unlikely]] {
+            interrupt(self); // a deadline passed while it was busy: this wait ends at once
         }
         return suspend;
     }
@@ -387,6 +517,7 @@ private:
         }
         timers_.remove(record.timer);
         record.exit_out = nullptr;
+        record.wait_cookie = nullptr;
     }
 
     void wake_all(detail::TaskList& list) noexcept {
@@ -415,6 +546,37 @@ private:
         (direction == Interest::read ? watch.readers : watch.writers).push_back(self);
         self.state = detail::TaskState::waiting_fd;
         ++io_waiters_;
+    }
+
+    // Ends the wait of a suspended task with the TimeoutError of its outermost expired scope (an
+    // outer deadline makes every inner one moot).
+    void interrupt(detail::TaskRecord& record) noexcept {
+        detail::TimeoutScope* outermost = nullptr;
+        for (detail::TimeoutScope* scope = record.innermost_scope; scope != nullptr;
+             scope = scope->outer) {
+            if (scope->expired && !scope->delivered) {
+                outermost = scope;
+            }
+        }
+        if (outermost == nullptr) {
+            return;
+        }
+        detach(record);
+        record.interrupt = outermost;
+        make_ready(record);
+    }
+
+    void expire_deadline(detail::TimeoutScope& scope) noexcept {
+        scope.expired = true;
+        detail::TaskRecord& record = *scope.task;
+        ++record.expired_scopes;
+        switch (record.state) {
+        case detail::TaskState::parked:
+        case detail::TaskState::waiting_fd:
+        case detail::TaskState::sleeping:
+        case detail::TaskState::waiting_task: interrupt(record); break;
+        default: break; // ready or running: its next wait is interrupted (see enter)
+        }
     }
 
     void kill_now(detail::TaskRecord& record) {
@@ -450,6 +612,9 @@ private:
         record.state = detail::TaskState::free;
         record.kill_requested = false;
         record.resume_point = {};
+        record.innermost_scope = nullptr; // the scopes lived in the frame, gone now
+        record.interrupt = nullptr;
+        record.expired_scopes = 0;
         record.next_free = free_head_;
         free_head_ = record.slot;
         --task_count_;
@@ -514,12 +679,24 @@ private:
                 return false;
             }
         }
-        if (watched_fds_ > 0 || timeout_ms != 0) {
-            selector_.wait(timeout_ms, [this](int fd, Interest ready) { on_ready(fd, ready); });
-            drop_stale_interest();
+        if (virtual_clock_ != nullptr && timeout_ms > 0) {
+            // Virtual time: look at the fds without sleeping; if nothing happened, jump the clock
+            // to the next deadline instead of waiting for it.
+            if (watched_fds_ == 0 || poll_selector(0) == 0) {
+                virtual_clock_->advance_to(timers_.top()->deadline);
+            }
+        } else if (watched_fds_ > 0 || timeout_ms != 0) {
+            poll_selector(timeout_ms);
         }
         expire_timers();
         return true;
+    }
+
+    std::size_t poll_selector(int timeout_ms) {
+        const std::size_t events =
+            selector_.wait(timeout_ms, [this](int fd, Interest ready) { on_ready(fd, ready); });
+        drop_stale_interest();
+        return events;
     }
 
     void on_ready(int fd, Interest ready) {
@@ -561,13 +738,19 @@ private:
         if (timers_.empty()) {
             return;
         }
+        // Every due timer is taken off the heap before any task runs: the tasks only become
+        // ready here, in deadline order (FIFO for equal deadlines).
         const Clock::time_point current_time = now();
         while (detail::TimerNode* timer = timers_.top()) {
             if (timer->deadline > current_time) {
                 break;
             }
             timers_.remove(*timer);
-            make_ready(*static_cast<detail::TaskRecord*>(timer->owner));
+            if (timer->kind == detail::TimerNode::Kind::deadline) {
+                expire_deadline(static_cast<detail::TimeoutScope&>(*timer));
+            } else {
+                make_ready(*static_cast<detail::TaskTimer*>(timer)->task);
+            }
         }
     }
 
@@ -605,6 +788,7 @@ private:
     static constexpr std::uint32_t no_slot = UINT32_MAX;
 
     DefaultSelector selector_;
+    VirtualClock* virtual_clock_ = nullptr;
     std::deque<detail::TaskRecord> records_; // a deque: records never move
     std::deque<detail::FdWatch> fd_watches_; // indexed by fd; never moves either
     detail::TaskList ready_;

@@ -56,7 +56,10 @@ public:
 
     bool await_ready() const noexcept { return false; }
     bool await_suspend(std::coroutine_handle<> caller) { return kernel_->enter(call_, caller); }
-    decltype(auto) await_resume() { return call_.result(); }
+    decltype(auto) await_resume() {
+        kernel_->throw_if_interrupted(); // a deadline ended the wait: no result to give
+        return call_.result();
+    }
 
 private:
     Call call_;

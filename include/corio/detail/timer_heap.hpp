@@ -15,10 +15,15 @@ namespace corio::detail {
 struct TimerNode {
     static constexpr std::size_t not_armed = static_cast<std::size_t>(-1);
 
+    // What expiry means: wake a sleeping task, or interrupt a task whose deadline passed.
+    enum class Kind : std::uint8_t { wake, deadline };
+
+    explicit TimerNode(Kind what) noexcept : kind(what) {}
+
     std::chrono::steady_clock::time_point deadline{};
     std::uint64_t sequence = 0;
     std::size_t index = not_armed;
-    void* owner = nullptr; // what the kernel wakes when the timer expires
+    Kind kind;
 
     [[nodiscard]] bool armed() const noexcept { return index != not_armed; }
 };
