@@ -1,6 +1,6 @@
 // echo_server - sends every byte it receives back to whoever sent it, to any number of clients.
 //
-//     echo_server [--host H] [--port P] [--backlog N] [--verbose]
+//     echo_server [--host H] [--port P] [--backlog N] [--idle-timeout SECONDS] [--verbose]
 //
 // Once it accepts connections it prints `listening on HOST:PORT` (with --port 0 the kernel picks
 // the port, and that line says which). It runs until SIGINT or SIGTERM and then exits with status
@@ -17,10 +17,14 @@
 //   * a client that resets its connection ends that connection only, quietly.
 //   * out of file descriptors: the Acceptor (common/acceptor.hpp) neither spins nor gives up.
 //   * SIGINT/SIGTERM: a clean exit with status 0 (common/signal_pipe.hpp).
+//   * --idle-timeout SECONDS (e.g. 0.2 or 30; off by default): a client that sends nothing for
+//     that long is disconnected, so silent connections cannot pile up.
 #include <array>
+#include <chrono>
 #include <cstddef>
 #include <exception>
 #include <iostream>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -51,26 +55,38 @@ private:
     bool verbose_;
 };
 
-// One connection: echo every byte back until the client closes its end.
-corio::Task<> handle_client(corio::AsyncSocket client, ConnectionLog log) {
+using IdleTimeout = std::optional<corio::Scheduler::Clock::duration>; // empty: no limit
+
+// The client's next bytes (0 once it closed its end). With an idle timeout, a client that sends
+// nothing for that long makes it throw corio::TimeoutError instead.
+corio::Task<std::size_t> receive(corio::AsyncSocket& client, std::span<std::byte> buffer,
+                                 IdleTimeout idle) {
+    return idle ? corio::timeout_after(*idle, client.recv(buffer)) : client.recv(buffer);
+}
+
+// One connection: echo every byte back until the client closes its end (or stays idle too long).
+corio::Task<> handle_client(corio::AsyncSocket client, ConnectionLog log, IdleTimeout idle) {
     std::array<std::byte, 16384> buffer{}; // 16 KiB: all the memory a connection ever needs
     try {
         log("connected");
-        while (const std::size_t received = co_await client.recv(buffer)) {
+        while (const std::size_t received = co_await receive(client, buffer, idle)) {
             co_await client.send_all(std::span(buffer).first(received)); // waits for slow readers
         }
         log("closed"); // recv gave 0: the client sent its last byte and got everything back
+    } catch (const corio::TimeoutError&) {
+        log("idle for too long: disconnected");
     } catch (const std::exception& error) { // e.g. a reset: it ends this connection, no other
         log(error.what());
     }
 } // the socket closes here
 
 // The listener: accept connections forever, each one served by a task of its own.
-corio::Task<> echo_server(corio::AsyncSocket listener, bool verbose) {
+corio::Task<> echo_server(corio::AsyncSocket listener, bool verbose, IdleTimeout idle) {
     examples::Acceptor acceptor(std::move(listener), verbose); // copes with running out of fds
     for (;;) {
         auto [client, peer] = co_await acceptor.accept();
-        co_await corio::NewTask{handle_client(std::move(client), ConnectionLog(peer, verbose))};
+        co_await corio::NewTask{
+            handle_client(std::move(client), ConnectionLog(peer, verbose), idle)};
     }
 }
 
@@ -79,14 +95,23 @@ corio::Task<> echo_server(corio::AsyncSocket listener, bool verbose) {
 int main(int argc, char* argv[]) {
     examples::ServerOptions server;
     bool verbose = false;
+    std::optional<std::chrono::nanoseconds> idle_timeout;
     if (const auto status = examples::parse_command_line(
             argc, argv, "echo_server", "Sends every byte it receives back to its sender.",
             {examples::host_option(server.host), examples::port_option(server.port),
              examples::backlog_option(server.backlog),
+             examples::seconds_option("--idle-timeout",
+                                      "disconnect a client silent for that long (e.g. 0.2)",
+                                      idle_timeout),
              examples::flag_option("--verbose", "log each connection to stderr", verbose)})) {
         return *status; // --help, or a bad command line
     }
-    return examples::run_server("echo_server", server, [verbose](corio::AsyncSocket listener) {
-        return echo_server(std::move(listener), verbose);
-    });
+    IdleTimeout idle;
+    if (idle_timeout) {
+        idle = std::chrono::duration_cast<corio::Scheduler::Clock::duration>(*idle_timeout);
+    }
+    return examples::run_server("echo_server", server,
+                                [verbose, idle](corio::AsyncSocket listener) {
+                                    return echo_server(std::move(listener), verbose, idle);
+                                });
 }

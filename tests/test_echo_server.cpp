@@ -1068,3 +1068,98 @@ TEST_CASE("echo_client rejects a bad command line with status 2", "[echo_client]
     }
 }
 #endif
+
+// =============================================================================================
+// echo_server --idle-timeout
+// =============================================================================================
+
+TEST_CASE("echo_server --idle-timeout disconnects a client that sends nothing", "[echo_server]") {
+    Server server(CORIO_ECHO_SERVER_PATH, {"--idle-timeout", "0.2", "--verbose"});
+    const auto start = Clock::now(); // before connecting: the server's clock starts after this
+    const UniqueFd idle = connect_to(server.port);
+    CHECK(closed_by_peer(idle.get(), 5s));
+    const auto elapsed = Clock::now() - start;
+    INFO("closed after " << std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count()
+                         << " ms");
+    CHECK(elapsed >= 200ms);
+    CHECK(elapsed < 5s);
+
+    std::string log;
+    const auto deadline = Clock::now() + 2s;
+    while (log.find("idle for too long") == std::string::npos && Clock::now() < deadline) {
+        std::this_thread::sleep_for(10ms);
+        log = server.process.stderr_text();
+    }
+    INFO("stderr: " << log);
+    CHECK(log.find("idle for too long") != std::string::npos);
+    check_still_serving(server); // only that connection ended
+}
+
+TEST_CASE("echo_server --idle-timeout keeps a client that keeps sending", "[echo_server]") {
+    Server server(CORIO_ECHO_SERVER_PATH, {"--idle-timeout=0.2"});
+    const UniqueFd active = connect_to(server.port);
+    const auto start = Clock::now();
+    auto last_send = start;
+    int rounds = 0;
+    while (Clock::now() - start < 600ms && rounds < 100) { // every 50 ms for 0.6 s
+        last_send = Clock::now();
+        check_round_trip(active.get(), "ping " + std::to_string(rounds) + "\n");
+        ++rounds;
+        std::this_thread::sleep_for(50ms);
+    }
+    CHECK(rounds >= 5);
+    last_send = Clock::now();
+    check_round_trip(active.get(), "still here\n"); // 0.6 s and more after it connected
+    // Once it goes quiet, it is disconnected too, no sooner than the timeout after its last bytes.
+    CHECK(closed_by_peer(active.get(), 5s));
+    CHECK(Clock::now() - last_send >= 200ms);
+}
+
+TEST_CASE("echo_server accepts fractional and whole seconds for --idle-timeout",
+          "[echo_server][options]") {
+    for (const std::string value : {"30", "1.25", "0.000000001", "1000000"}) {
+        INFO("--idle-timeout " << value);
+        Server server(CORIO_ECHO_SERVER_PATH, {"--idle-timeout", value});
+        const UniqueFd client = connect_to(server.port);
+        if (value != "0.000000001") {
+            check_round_trip(client.get(), "hello\n");
+        }
+        check_clean_exit(server.process);
+    }
+}
+
+TEST_CASE("echo_server rejects a bad --idle-timeout with status 2", "[echo_server][options]") {
+    const std::vector<std::vector<std::string>> bad_command_lines{
+        {"--idle-timeout", "abc"},
+        {"--idle-timeout", "0"},
+        {"--idle-timeout", "0.0"},
+        {"--idle-timeout", "-1"},
+        {"--idle-timeout", ""},
+        {"--idle-timeout", "1e3"},
+        {"--idle-timeout", "1."},
+        {"--idle-timeout", "1.2.3"},
+        {"--idle-timeout", "+1"},
+        {"--idle-timeout", " 1"},
+        {"--idle-timeout", "1s"},
+        {"--idle-timeout", "inf"},
+        {"--idle-timeout", "nan"},
+        {"--idle-timeout", "0x10"},
+        {"--idle-timeout", "1000001"},
+        {"--idle-timeout", "0.0000000001"},
+        {"--idle-timeout"},
+        {"--idle-timeout", "99999999999999999999999"},
+    };
+    for (const auto& arguments : bad_command_lines) {
+        std::string shown;
+        for (const auto& argument : arguments) {
+            shown += " '" + argument + "'";
+        }
+        INFO("echo_server" << shown);
+        Child program(CORIO_ECHO_SERVER_PATH, arguments);
+        const auto status = program.wait_exit(5s);
+        INFO(describe_status(status));
+        CHECK(exited_with(status, 2));
+        CHECK(program.stderr_text().find("--idle-timeout") != std::string::npos);
+        CHECK(program.read_stdout_to_end(1s).empty());
+    }
+}

@@ -752,6 +752,13 @@ Task<> throw_after_yield(std::string message) {
     throw TestError(message);
 }
 
+Task<> throw_after_yields(std::string message, int yields) {
+    for (int i = 0; i < yields; ++i) {
+        co_await corio::Yield{};
+    }
+    throw TestError(message);
+}
+
 Task<> throw_non_standard() {
     throw 42;
     co_return; // NOLINT
@@ -841,6 +848,52 @@ TEST_CASE("The default exception report is a line on std::cerr with the task id 
     CHECK(contains_text(text, "task 12 "));
     CHECK(contains_text(text, "task " + std::to_string(odd.serial()) + " "));
     CHECK(std::count(text.begin(), text.end(), '\n') == 2); // one line per failure
+    require_empty(kernel);
+}
+
+namespace {
+using Log = std::vector<std::string>;
+
+Task<> wait_for_exit(TaskId target, Log& log) {
+    const corio::TaskExit exit = co_await corio::WaitTask{target};
+    log.push_back(exit.failed() ? "waiter received the failure" : "waiter saw another end");
+}
+
+Task<> kill_soon(TaskId victim) {
+    co_await corio::Yield{};
+    co_await corio::KillTask{victim};
+}
+} // namespace
+
+TEST_CASE("A failure whose only waiter was killed first is reported, not dropped", "[scheduler]") {
+    FrameLeakCheck leaks;
+    Scheduler kernel;
+    std::vector<Report> reports;
+    kernel.set_exception_handler([&reports](TaskId id, std::exception_ptr error) {
+        try {
+            std::rethrow_exception(error);
+        } catch (const std::exception& e) {
+            reports.push_back({id, e.what()});
+        }
+    });
+    Log log;
+    SECTION("the waiter is killed before the failure: reported") {
+        const TaskId thrower = kernel.add_task(throw_after_yields("late failure", 3));
+        const TaskId waiter = kernel.add_task(wait_for_exit(thrower, log));
+        kernel.add_task(kill_soon(waiter));
+        kernel.run();
+        CHECK(log.empty());
+        REQUIRE(reports.size() == 1);
+        CHECK(reports[0].id == thrower);
+        CHECK(reports[0].what == "late failure");
+    }
+    SECTION("the waiter is alive when it fails: received, not reported") {
+        const TaskId thrower = kernel.add_task(throw_after_yields("late failure", 3));
+        kernel.add_task(wait_for_exit(thrower, log));
+        kernel.run();
+        CHECK(log == Log{"waiter received the failure"});
+        CHECK(reports.empty());
+    }
     require_empty(kernel);
 }
 

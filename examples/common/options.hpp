@@ -16,7 +16,9 @@
 // status 2, the convention of command-line tools for "you called me wrongly".
 #pragma once
 
+#include <algorithm>
 #include <charconv>
+#include <chrono>
 #include <climits>
 #include <cstdint>
 #include <functional>
@@ -95,6 +97,54 @@ inline Option backlog_option(int& backlog) {
             }};
 }
 
+/// Parses a positive number of seconds, with an optional fraction ("30", "0.2", "1.25"): digits, at
+/// most one '.', at most 9 digits after it (nanoseconds), no sign or exponent; at most
+/// `max_seconds`.
+inline std::chrono::nanoseconds parse_seconds(std::string_view option, std::string_view text,
+                                              long long max_seconds) {
+    const auto fail = [&]() -> UsageError {
+        return UsageError("invalid value '" + std::string(text) + "' for " + std::string(option) +
+                          " (expected seconds greater than 0 and at most " +
+                          std::to_string(max_seconds) + ", e.g. 0.2 or 30)");
+    };
+    const std::size_t dot = text.find('.');
+    const std::string_view whole = text.substr(0, dot);
+    const std::string_view fraction =
+        dot == std::string_view::npos ? std::string_view() : text.substr(dot + 1);
+    const auto all_digits = [](std::string_view digits) {
+        return digits.find_first_not_of("0123456789") == std::string_view::npos;
+    };
+    if (whole.empty() || !all_digits(whole) || !all_digits(fraction) || fraction.size() > 9 ||
+        (dot != std::string_view::npos && fraction.empty())) {
+        throw fail();
+    }
+    long long seconds = 0;
+    const auto [stop, error] = std::from_chars(whole.data(), whole.data() + whole.size(), seconds);
+    if (error != std::errc{} || stop != whole.data() + whole.size() || seconds > max_seconds) {
+        throw fail();
+    }
+    long long nanoseconds = 0;
+    for (std::size_t i = 0; i < 9; ++i) {
+        nanoseconds = nanoseconds * 10 + (i < fraction.size() ? fraction[i] - '0' : 0);
+    }
+    const std::chrono::nanoseconds value =
+        std::chrono::seconds(seconds) + std::chrono::nanoseconds(nanoseconds);
+    if (value <= std::chrono::nanoseconds::zero() || value > std::chrono::seconds(max_seconds)) {
+        throw fail();
+    }
+    return value;
+}
+
+/// `--name SECONDS`: a duration (see parse_seconds). Left empty when the option is not given.
+inline Option seconds_option(std::string_view name, std::string help,
+                             std::optional<std::chrono::nanoseconds>& duration,
+                             long long max_seconds = 1'000'000) {
+    return {name, "SECONDS", std::move(help),
+            [name, &duration, max_seconds](std::string_view text) {
+                duration = parse_seconds(name, text, max_seconds);
+            }};
+}
+
 /// A flag: `--name` sets `on`.
 inline Option flag_option(std::string_view name, std::string help, bool& on) {
     return {name, "", std::move(help), [&on](std::string_view) { on = true; }};
@@ -110,13 +160,19 @@ inline void print_usage(std::ostream& out, std::string_view program, std::string
             << ']';
     }
     out << "\n\n" << summary << "\n\noptions:\n";
+    const auto left_of = [](const Option& option) {
+        return std::string(option.name) + (option.value_name.empty() ? "" : " ") +
+               std::string(option.value_name);
+    };
+    std::size_t width = 14; // the help texts line up in one column
     for (const Option& option : options) {
-        const std::string left = std::string(option.name) + (option.value_name.empty() ? "" : " ") +
-                                 std::string(option.value_name);
-        out << "  " << left << std::string(left.size() < 14 ? 14 - left.size() : 1, ' ')
-            << option.help << '\n';
+        width = std::max(width, left_of(option).size() + 2);
     }
-    out << "  --help        show this help and exit\n";
+    for (const Option& option : options) {
+        const std::string left = left_of(option);
+        out << "  " << left << std::string(width - left.size(), ' ') << option.help << '\n';
+    }
+    out << "  --help" << std::string(width - 6, ' ') << "show this help and exit\n";
 }
 
 inline const Option& find_option(const std::vector<Option>& options, std::string_view name) {

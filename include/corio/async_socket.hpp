@@ -10,6 +10,7 @@
 #include "corio/socket_address.hpp"
 #include "corio/syscalls.hpp"
 #include "corio/task.hpp"
+#include "corio/timeout.hpp"
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -154,11 +155,23 @@ public:
         co_return socket;
     }
 
+    /// connect(), but throws TimeoutError (std::errc::timed_out) if the connection is not
+    /// established within `timeout`; the half-open socket is closed then.
+    static Task<AsyncSocket> connect(std::string host, std::uint16_t port,
+                                     Scheduler::Clock::duration timeout) {
+        return timeout_after(timeout, connect(std::move(host), port));
+    }
+
     /// Waits for a connection. Throws std::system_error on failure. EMFILE/ENFILE (no fd left) is
     /// reported whether or not a connection is queued: a caller that frees an fd to drop the
     /// pending connection must wait with wait_readable() when none is pending, or it spins
     /// (examples/common/acceptor.hpp shows the reserve-fd technique).
     Task<Accepted> accept();
+    /// accept(), but throws TimeoutError (std::errc::timed_out) if no connection comes within
+    /// `timeout`. The listener stays usable: nothing is left registered.
+    Task<Accepted> accept(Scheduler::Clock::duration timeout) {
+        return timeout_after(timeout, accept());
+    }
 
     /// Reads up to `buffer.size()` bytes; 0 means the peer closed its end (or the buffer is empty).
     Task<std::size_t> recv(std::span<std::byte> buffer) {

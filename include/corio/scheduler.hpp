@@ -77,8 +77,7 @@ struct TimeoutScope : TaskTimer {
 
     Scheduler* kernel = nullptr; // set while the scope is entered
     TimeoutScope* outer = nullptr;
-    bool expired = false;   // the deadline passed
-    bool delivered = false; // and the task got its TimeoutError
+    bool expired = false; // the deadline passed: every wait inside the scope now ends at once
 };
 
 struct TaskRecord : ListLinks {
@@ -96,7 +95,7 @@ struct TaskRecord : ListLinks {
     TaskList waiters;             // tasks waiting for this one to end
     TimeoutScope* innermost_scope = nullptr;
     TimeoutScope* interrupt = nullptr; // a deadline to throw at the task when it resumes
-    std::uint32_t expired_scopes = 0;  // scopes whose deadline passed, not yet delivered
+    std::uint32_t expired_scopes = 0;  // entered scopes whose deadline passed
 };
 
 struct FdWatch {
@@ -368,14 +367,14 @@ public:
 
     // ---- Deadlines (timeout_after and friends build on these).
 
-    /// Enters a deadline scope for the calling task: if `deadline` passes while the scope is
-    /// entered, the task's current or next wait ends with a TimeoutError for this scope.
+    /// Enters a deadline scope for the calling task: once `deadline` has passed, and until the
+    /// scope is left, every wait of the task ends at once with a TimeoutError for this scope.
     void enter_scope(detail::TimeoutScope& scope, Clock::time_point deadline) {
         detail::TaskRecord& self = trapped_task();
         scope.kernel = this;
         scope.task = &self;
         scope.outer = self.innermost_scope;
-        scope.expired = scope.delivered = false;
+        scope.expired = false;
         self.innermost_scope = &scope;
         timers_.push(scope, deadline);
     }
@@ -395,7 +394,7 @@ public:
                 break;
             }
         }
-        if (scope.expired && !scope.delivered) {
+        if (scope.expired) {
             --task->expired_scopes;
         }
         if (task->interrupt == &scope) {
@@ -412,10 +411,7 @@ public:
         if (self == nullptr || self->interrupt == nullptr) [[likely]] {
             return;
         }
-        detail::TimeoutScope* scope = std::exchange(self->interrupt, nullptr);
-        scope->delivered = true;
-        --self->expired_scopes;
-        throw TimeoutError(scope);
+        throw TimeoutError(std::exchange(self->interrupt, nullptr));
     }
 
     /// Stops watching `fd` and wakes every task waiting on it (their next system call on it sees
@@ -554,7 +550,7 @@ private:
         detail::TimeoutScope* outermost = nullptr;
         for (detail::TimeoutScope* scope = record.innermost_scope; scope != nullptr;
              scope = scope->outer) {
-            if (scope->expired && !scope->delivered) {
+            if (scope->expired) {
                 outermost = scope;
             }
         }

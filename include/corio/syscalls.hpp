@@ -118,6 +118,25 @@ struct Sleep {
     void result() const noexcept {}
 };
 
+/// `co_await SleepUntil{time_point}` suspends until `deadline` on the Scheduler's clock
+/// (steady_clock, or its VirtualClock). A deadline that has already passed yields, like a zero
+/// Sleep.
+struct SleepUntil {
+    explicit SleepUntil(Scheduler::Clock::time_point when) noexcept : deadline(when) {}
+
+    Scheduler::Clock::time_point deadline;
+
+    bool handle(Scheduler& kernel, TaskId /*caller*/) {
+        if (deadline <= kernel.now()) {
+            kernel.yield_now();
+        } else {
+            kernel.sleep_until(deadline);
+        }
+        return true;
+    }
+    void result() const noexcept {}
+};
+
 /// `co_await Yield{}` lets every other ready task run, and the selector look, before continuing.
 struct Yield {
     bool handle(Scheduler& kernel, TaskId /*caller*/) {

@@ -11,6 +11,11 @@
 // an empty optional from ignore_*. A deadline that passes while the task is running or already
 // woken does not take back what it was woken for: its next wait ends at once instead.
 //
+// A passed deadline stays passed: until the scope is left, every wait inside it ends at once with
+// the scope's TimeoutError (calls that need not wait still work). So code in between that catches
+// TimeoutError — say, a fallback around an inner timeout — cannot make the scope outlive its
+// deadline. Cleanup that must wait belongs outside the timed-out scope, after timeout_after threw.
+//
 // Nesting: scopes nest with the awaits. When an outer deadline passes, the outer scope's error
 // crosses the inner scopes untouched (they are moot); when an inner one passes, the inner
 // timeout_after throws a plain TimeoutError, which the outer scope treats as any other failure of

@@ -1,0 +1,86 @@
+// corio/event.hpp - Event: a flag that tasks can wait for (curio's and asyncio's Event).
+//
+//     corio::Event ready;
+//     co_await ready.wait();   // in some tasks: returns at once if the flag is set
+//     ready.set();             // in another: sets the flag and wakes every waiter, oldest first
+//
+// The waiters are parked in a WaitQueue of the kernel (see Scheduler::wait_in), so the kernel does
+// all the bookkeeping of cancellation: a waiter that is killed, or whose deadline passes
+// (timeout_after, ignore_after), is taken off the queue by the kernel and set() never sees it.
+// set() wakes the waiters it finds; each returns from wait() even if the flag is cleared again
+// before it runs (it was woken, and a woken task is never sent back to wait).
+//
+// An Event belongs to the tasks of one Scheduler (single-threaded: no atomics, no locks). It learns
+// its Scheduler from the first task that waits. It must outlive its waiters: destroy it only when
+// no task waits on it (declare it before the Scheduler, or let the waiters end first).
+#pragma once
+
+#include "corio/scheduler.hpp"
+#include "corio/system_call.hpp"
+
+#include <cassert>
+#include <stdexcept>
+
+namespace corio {
+
+/// A flag tasks can wait for. set() wakes every waiter in FIFO order; clear() lowers the flag.
+class Event {
+public:
+    /// The system call behind `co_await event.wait()`.
+    class [[nodiscard]] Wait {
+    public:
+        explicit Wait(Event& event) noexcept : event_(&event) {}
+
+        bool handle(Scheduler& kernel, TaskId /*caller*/) {
+            if (event_->set_) {
+                return false;
+            }
+            event_->adopt(kernel);
+            kernel.wait_in(event_->waiters_);
+            return true;
+        }
+        void result() const noexcept {}
+
+    private:
+        Event* event_;
+    };
+
+    Event() = default;
+    Event(const Event&) = delete;
+    Event& operator=(const Event&) = delete;
+    ~Event() { assert(waiters_.empty() && "corio: an Event was destroyed while tasks wait on it"); }
+
+    /// `co_await event.wait()` suspends the calling task until the flag is set; returns at once
+    /// if it is set already.
+    [[nodiscard]] Wait wait() noexcept { return Wait(*this); }
+
+    /// Sets the flag and wakes every waiting task, in the order they began to wait. They run in
+    /// a later pass of the loop. Does nothing more if the flag was set already.
+    void set() noexcept {
+        set_ = true;
+        if (kernel_ != nullptr) {
+            kernel_->wake_all(waiters_);
+        }
+    }
+
+    /// Lowers the flag: later wait()s suspend until the next set().
+    void clear() noexcept { set_ = false; }
+
+    [[nodiscard]] bool is_set() const noexcept { return set_; }
+
+private:
+    void adopt(Scheduler& kernel) {
+        if (kernel_ != &kernel) {
+            if (!waiters_.empty()) {
+                throw std::logic_error("corio: an Event is used by tasks of two Schedulers");
+            }
+            kernel_ = &kernel;
+        }
+    }
+
+    WaitQueue waiters_;
+    Scheduler* kernel_ = nullptr; // the Scheduler of the waiters
+    bool set_ = false;
+};
+
+} // namespace corio

@@ -1,0 +1,161 @@
+// corio/lock.hpp - Lock: mutual exclusion between the tasks of one Scheduler (curio's Lock).
+//
+//     corio::Lock lock;
+//     {
+//         corio::Lock::Guard held = co_await lock.acquire(); // waits while another task holds it
+//         ...                                                 // may co_await: the lock stays held
+//     }                                                       // released here, however it is left
+//
+// Tasks only switch at a co_await, so a critical section that never suspends needs no lock at all;
+// a Lock is for one that does (a read-modify-write around I/O, a multi-step protocol on a socket).
+//
+// Fairness: FIFO hand-off, no barging. Releasing the lock while tasks wait does not unlock it: the
+// longest-waiting task becomes the owner there and then (its system-call object is marked through
+// the cookie of Scheduler::wait_in) and is woken; a task that arrives in the meantime, even one
+// that only calls try_acquire(), finds the lock held and queues behind.
+//
+// Cancellation: a waiter that is killed, or whose deadline passes (timeout_after gives
+// TimeoutError, ignore_after an empty optional), is taken off the wait list by the kernel and
+// never owned the lock. A waiter that was handed the lock but is killed before it runs passes it
+// on from its system-call object's destructor (to the next waiter, or unlocks it). A woken task is
+// never interrupted by a deadline (see timeout.hpp), so a hand-off is never lost to a timeout.
+//
+// A Lock belongs to the tasks of one Scheduler (single-threaded: no atomics); it learns which from
+// the first task that waits. It must outlive its waiters and its Guards: destroy it only unlocked,
+// with no task waiting (declare it before the Scheduler, or let the tasks that use it end first).
+#pragma once
+
+#include "corio/scheduler.hpp"
+#include "corio/system_call.hpp"
+
+#include <cassert>
+#include <optional>
+#include <stdexcept>
+#include <utility>
+
+namespace corio {
+
+/// A FIFO-fair mutual-exclusion lock for the tasks of one Scheduler; held through a Guard.
+class Lock {
+public:
+    /// Ownership of the lock: releases it when destroyed (or on unlock()). Move-only.
+    class [[nodiscard]] Guard {
+    public:
+        /// A Guard that holds nothing.
+        Guard() noexcept = default;
+        Guard(Guard&& other) noexcept : lock_(std::exchange(other.lock_, nullptr)) {}
+        Guard& operator=(Guard&& other) noexcept {
+            if (this != &other) {
+                unlock();
+                lock_ = std::exchange(other.lock_, nullptr);
+            }
+            return *this;
+        }
+        Guard(const Guard&) = delete;
+        Guard& operator=(const Guard&) = delete;
+        ~Guard() { unlock(); }
+
+        /// Releases the lock now (to the longest-waiting task, if any). Does nothing if this
+        /// Guard holds nothing.
+        void unlock() noexcept {
+            if (lock_ != nullptr) {
+                std::exchange(lock_, nullptr)->release();
+            }
+        }
+
+        /// True while this Guard holds its lock.
+        [[nodiscard]] bool owns_lock() const noexcept { return lock_ != nullptr; }
+        [[nodiscard]] explicit operator bool() const noexcept { return owns_lock(); }
+
+    private:
+        friend class Lock;
+        explicit Guard(Lock& lock) noexcept : lock_(&lock) {}
+
+        Lock* lock_ = nullptr;
+    };
+
+    /// The system call behind `co_await lock.acquire()`.
+    class [[nodiscard]] Acquire {
+    public:
+        explicit Acquire(Lock& lock) noexcept : lock_(&lock) {}
+        Acquire(Acquire&& other) noexcept
+            : lock_(other.lock_), granted_(std::exchange(other.granted_, false)) {}
+        Acquire(const Acquire&) = delete;
+        Acquire& operator=(const Acquire&) = delete;
+        Acquire& operator=(Acquire&&) = delete;
+        ~Acquire() {
+            if (granted_) { // handed the lock, never took it: the task was killed
+                lock_->release();
+            }
+        }
+
+        bool handle(Scheduler& kernel, TaskId /*caller*/) {
+            lock_->adopt(kernel);
+            if (!lock_->locked_) { // unlocked means nobody waits: the lock is handed on, not freed
+                lock_->locked_ = true;
+                granted_ = true;
+                return false;
+            }
+            kernel.wait_in(lock_->waiters_, this); // release() sets granted_, then wakes us
+            return true;
+        }
+        Guard result() noexcept {
+            granted_ = false;
+            return Guard(*lock_);
+        }
+
+    private:
+        friend class Lock;
+        Lock* lock_;
+        bool granted_ = false; // the lock is ours, from the hand-off until result()
+    };
+
+    Lock() = default;
+    Lock(const Lock&) = delete;
+    Lock& operator=(const Lock&) = delete;
+    ~Lock() {
+        assert(waiters_.empty() && "corio: a Lock was destroyed while tasks wait on it");
+        assert(!locked_ && "corio: a Lock was destroyed while held");
+    }
+
+    /// `co_await lock.acquire()` suspends until the calling task owns the lock (after the tasks
+    /// that were waiting before), and gives the Guard that holds it.
+    [[nodiscard]] Acquire acquire() noexcept { return Acquire(*this); }
+
+    /// Takes the lock without waiting if it is free; empty if it is held (or promised to a waiter).
+    [[nodiscard]] std::optional<Guard> try_acquire() noexcept {
+        if (locked_) {
+            return std::nullopt;
+        }
+        locked_ = true;
+        return Guard(*this);
+    }
+
+    /// True while a task holds the lock (or it has been handed to a waiter that has not run yet).
+    [[nodiscard]] bool locked() const noexcept { return locked_; }
+
+private:
+    void adopt(Scheduler& kernel) {
+        if (kernel_ != &kernel) {
+            if (!waiters_.empty()) {
+                throw std::logic_error("corio: a Lock is used by tasks of two Schedulers");
+            }
+            kernel_ = &kernel;
+        }
+    }
+
+    void release() noexcept {
+        assert(locked_);
+        if (waiters_.empty()) {
+            locked_ = false;
+            return;
+        }
+        static_cast<Acquire*>(kernel_->wake_one(waiters_))->granted_ = true; // stays locked
+    }
+
+    WaitQueue waiters_; // cookie: their Acquire
+    Scheduler* kernel_ = nullptr; // the Scheduler of the waiters
+    bool locked_ = false;
+};
+
+} // namespace corio
