@@ -93,6 +93,8 @@ struct TaskRecord : ListLinks {
     TaskTimer timer{TimerNode::Kind::wake};
     TaskExit* exit_out = nullptr; // while waiting_task: where the kernel writes the outcome
     void* wait_cookie = nullptr;  // while parked in a WaitQueue: what its owner handed in
+    bool (*io_attempt)(void*) = nullptr; // while waiting_fd: retried on readiness (see wait_for_io)
+    void* io_operation = nullptr;
     TaskList waiters;             // tasks waiting for this one to end
     TimeoutScope* innermost_scope = nullptr;
     TimeoutScope* interrupt = nullptr; // a deadline to throw at the task when it resumes
@@ -295,9 +297,18 @@ public:
     // ---- and leaves it suspended until the kernel wakes it (return true from handle()).
 
     /// Suspends the calling task until `fd` is readable (or hung up, or in error).
-    void wait_for_read(int fd) { wait_for_fd(fd, Interest::read); }
+    void wait_for_read(int fd) { wait_for_fd(fd, Interest::read, nullptr, nullptr); }
     /// Suspends the calling task until `fd` is writable (or hung up, or in error).
-    void wait_for_write(int fd) { wait_for_fd(fd, Interest::write); }
+    void wait_for_write(int fd) { wait_for_fd(fd, Interest::write, nullptr, nullptr); }
+
+    /// Suspends the calling task until an I/O operation on `fd` completes: each time the fd is
+    /// ready for `direction`, the kernel calls `attempt(operation)`, which tries the system call
+    /// and returns false to keep waiting (EAGAIN: the readiness was stale) or true when done. The
+    /// task is resumed only then, so a spurious wake-up costs no resumption. (A forget_fd wakes it
+    /// without a completed attempt.) AsyncSocket's operations are built on this.
+    void wait_for_io(int fd, Interest direction, bool (*attempt)(void*), void* operation) {
+        wait_for_fd(fd, direction, attempt, operation);
+    }
 
     /// Suspends the calling task until `target` ends; the outcome is written to `exit` then.
     /// Returns false, with `exit` saying no_such_task, if there is no such task.
@@ -514,6 +525,7 @@ private:
         }
         if (record.state == detail::TaskState::waiting_fd) {
             --io_waiters_;
+            record.io_attempt = nullptr;
         }
         timers_.remove(record.timer);
         record.exit_out = nullptr;
@@ -528,7 +540,7 @@ private:
         }
     }
 
-    void wait_for_fd(int fd, Interest direction) {
+    void wait_for_fd(int fd, Interest direction, bool (*attempt)(void*), void* operation) {
         detail::TaskRecord& self = trapped_task();
         if (fd < 0) {
             throw std::system_error(EBADF, std::generic_category(), "corio: waiting on a negative fd");
@@ -545,6 +557,8 @@ private:
         }
         (direction == Interest::read ? watch.readers : watch.writers).push_back(self);
         self.state = detail::TaskState::waiting_fd;
+        self.io_attempt = attempt;
+        self.io_operation = operation;
         ++io_waiters_;
     }
 
@@ -692,6 +706,20 @@ private:
         return true;
     }
 
+    // Readiness for the tasks in `waiting`: a plain wait ends; an I/O operation is attempted and
+    // ends only if the attempt completes it.
+    void complete_io(detail::TaskList& waiting) noexcept {
+        detail::ListLinks* links = waiting.front();
+        while (links != nullptr) {
+            auto& record = static_cast<detail::TaskRecord&>(*links);
+            links = links->next;
+            if (record.io_attempt == nullptr || record.io_attempt(record.io_operation)) {
+                detach(record);
+                make_ready(record);
+            }
+        }
+    }
+
     std::size_t poll_selector(int timeout_ms) {
         const std::size_t events =
             selector_.wait(timeout_ms, [this](int fd, Interest ready) { on_ready(fd, ready); });
@@ -709,13 +737,13 @@ private:
             if (watch.readers.empty()) {
                 unwanted = unwanted | (watch.watched & Interest::read);
             }
-            wake_all(watch.readers);
+            complete_io(watch.readers);
         }
         if (has(ready, Interest::write)) {
             if (watch.writers.empty()) {
                 unwanted = unwanted | (watch.watched & Interest::write);
             }
-            wake_all(watch.writers);
+            complete_io(watch.writers);
         }
         if (unwanted != Interest::none) {
             stale_.emplace_back(fd, unwanted);
