@@ -185,12 +185,13 @@ Task<Connection> connect_to(AsyncSocket& listener, std::string host) {
     co_return Connection(std::move(client), std::move(accepted.socket), accepted.peer);
 }
 
-// The errno of the std::system_error `task` throws, or 0 if it completes.
-template <class T>
-Task<int> error_of(Task<T> task) {
+// The errno of the std::system_error `operation` (a Task or a socket operation) throws, or 0 if
+// it completes.
+template <class Awaitable>
+Task<int> error_of(Awaitable operation) {
     int error = 0;
     try {
-        (void)co_await std::move(task);
+        (void)co_await std::move(operation);
     } catch (const std::system_error& e) {
         error = e.code().value();
     }

@@ -246,7 +246,7 @@ TEST_CASE("KillTask of a task waiting on an fd takes it off the fd", "[syscalls]
 
     // Data arriving later wakes nobody (and is not an error): the interest is dropped.
     corio::test::write_all(pair.second.get(), "late", 4);
-    kernel.add_task(yield_times(3));
+    kernel.add_task(yield_times(2 * static_cast<int>(Scheduler::poll_interval))); // the loop looks
     kernel.run();
     CHECK_FALSE(woke);
     CHECK(kernel.stats().watched_fds == 0);

@@ -1,9 +1,17 @@
 // corio/async_socket.hpp - AsyncSocket: a non-blocking TCP socket for tasks.
 //
 // Every operation first tries the system call; only when the kernel answers EAGAIN does the task
-// wait, with ReadWait/WriteWait, and then try again. Readiness is a hint, the system call is the
-// truth. The socket remembers the Scheduler it first waited in, so that closing it unregisters the
-// fd there before the fd is closed (a socket must not outlive that Scheduler while open).
+// wait, and then try again. Readiness is a hint, the system call is the truth.
+//
+// recv, send and send_all are awaitables without a coroutine frame (no allocation per call). When
+// one must wait, it hands the kernel its retry (Scheduler::wait_for_io): on readiness the kernel
+// tries the call again before it resumes the task, so a stale readiness costs no resumption, and
+// a task resumes only with its operation done. One exception to "try first": after a read that
+// returned less than the buffer could take, the socket's receive queue was empty, so the next recv
+// waits for readiness before it tries (the EAGAIN it would get costs a system call per message).
+//
+// The socket remembers the Scheduler it first waited in, so that closing it unregisters the fd
+// there before the fd is closed (a socket must not outlive that Scheduler while open).
 #pragma once
 
 #include "corio/scheduler.hpp"
@@ -21,7 +29,9 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <coroutine>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -63,6 +73,151 @@ struct SocketWait {
 
 inline bool would_block(int error) noexcept { return error == EAGAIN || error == EWOULDBLOCK; }
 
+// A socket operation awaited without a coroutine frame. Derived supplies `bool attempt()` (try the
+// system call once, EINTR aside: true when the operation is over, with a result or an error; false
+// on EAGAIN) and `outcome()`; `attempt()` runs in await_ready, and on readiness in the kernel.
+// (Not a SystemCall: it is an awaitable of its own, which traps through Scheduler::enter itself.)
+template <class Derived>
+class SocketOperation {
+public:
+    SocketOperation(int fd, Interest direction, Scheduler*& kernel_slot) noexcept
+        : fd_(fd), direction_(direction), socket_kernel_(&kernel_slot) {}
+    // Movable only because GCC 12 moves a co_await operand into the frame; it is never moved
+    // once awaited (the kernel holds its address while the task waits).
+    SocketOperation(SocketOperation&&) noexcept = default;
+    SocketOperation& operator=(SocketOperation&&) = delete;
+
+    bool await_ready() {
+        return !self().wait_first() && (done_ = self().attempt());
+    }
+
+    template <class Promise>
+    bool await_suspend(std::coroutine_handle<Promise> caller) {
+        Scheduler* kernel = caller.promise().kernel();
+        if (kernel == nullptr) {
+            throw std::logic_error("corio: a socket operation was awaited outside a Scheduler's task");
+        }
+        kernel_ = kernel;
+        *socket_kernel_ = kernel;
+        return kernel->enter(*this, caller);
+    }
+
+    decltype(auto) await_resume() {
+        if (kernel_ != nullptr) {
+            kernel_->throw_if_interrupted(); // a deadline ended the wait
+        }
+        if (!done_ && !self().attempt()) { // woken without a completed attempt: the fd was forgotten
+            throw_errno(EAGAIN, self().name());
+        }
+        return self().outcome();
+    }
+
+    // The trap (Scheduler::enter): wait for the fd with our retry.
+    bool handle(Scheduler& kernel, TaskId /*caller*/) {
+        kernel.wait_for_io(fd_, direction_, &retry, this);
+        return true;
+    }
+
+protected:
+    int fd_;
+
+private:
+    static bool retry(void* operation) {
+        auto& self = *static_cast<Derived*>(static_cast<SocketOperation*>(operation));
+        return self.done_ = self.attempt();
+    }
+    Derived& self() noexcept { return static_cast<Derived&>(*this); }
+
+    Interest direction_;
+    Scheduler** socket_kernel_;
+    Scheduler* kernel_ = nullptr;
+    bool done_ = false;
+};
+
+class RecvOperation : public SocketOperation<RecvOperation> {
+public:
+    RecvOperation(int fd, std::span<std::byte> buffer, bool& drained, Scheduler*& kernel_slot) noexcept
+        : SocketOperation(fd, Interest::read, kernel_slot), buffer_(buffer), drained_(&drained) {}
+
+    bool wait_first() const noexcept { return *drained_ && !buffer_.empty(); }
+    bool attempt() noexcept {
+        if (buffer_.empty()) {
+            return true; // 0 at once: the kernel would answer EAGAIN while nothing is pending
+        }
+        for (;;) {
+            count_ = ::recv(fd_, buffer_.data(), buffer_.size(), 0);
+            if (count_ >= 0) {
+                return true;
+            }
+            if (errno != EINTR) {
+                error_ = errno;
+                return !would_block(error_);
+            }
+        }
+    }
+    std::size_t outcome() {
+        if (count_ < 0) {
+            throw_errno(error_, "recv");
+        }
+        const auto received = static_cast<std::size_t>(count_);
+        *drained_ = received > 0 && received < buffer_.size();
+        return received;
+    }
+    static const char* name() noexcept { return "recv"; }
+
+private:
+    std::span<std::byte> buffer_;
+    bool* drained_;
+    ssize_t count_ = 0;
+    int error_ = 0;
+};
+
+#if defined(MSG_NOSIGNAL)
+inline constexpr int send_flags = MSG_NOSIGNAL; // a reset peer is an EPIPE, never a SIGPIPE
+#else
+inline constexpr int send_flags = 0; // SO_NOSIGPIPE is set on the socket instead
+#endif
+
+// send (All = false: what the kernel takes now) and send_all (All = true: everything).
+template <bool All>
+class SendOperation : public SocketOperation<SendOperation<All>> {
+public:
+    SendOperation(int fd, std::span<const std::byte> data, Scheduler*& kernel_slot) noexcept
+        : SocketOperation<SendOperation<All>>(fd, Interest::write, kernel_slot), data_(data) {}
+
+    static bool wait_first() noexcept { return false; }
+    bool attempt() noexcept {
+        while (sent_ < data_.size()) {
+            const ssize_t count =
+                ::send(this->fd_, data_.data() + sent_, data_.size() - sent_, send_flags);
+            if (count >= 0) {
+                sent_ += static_cast<std::size_t>(count);
+                if (!All) {
+                    return true;
+                }
+            } else if (errno != EINTR) {
+                error_ = errno;
+                return !would_block(error_);
+            }
+        }
+        return true;
+    }
+    auto outcome() {
+        if (error_ != 0 && !would_block(error_) && (All || sent_ == 0)) {
+            throw_errno(error_, "send");
+        }
+        if constexpr (!All) {
+            return sent_;
+        }
+    }
+    static const char* name() noexcept { return "send"; }
+
+private:
+    std::span<const std::byte> data_;
+    std::size_t sent_ = 0;
+    int error_ = 0;
+};
+
 inline int open_socket(int family) {
 #if defined(SOCK_NONBLOCK) && defined(SOCK_CLOEXEC)
     int fd = ::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -87,12 +242,6 @@ inline int open_socket(int family) {
     return fd;
 }
 
-#if defined(MSG_NOSIGNAL)
-inline constexpr int send_flags = MSG_NOSIGNAL; // a reset peer is an EPIPE, never a SIGPIPE
-#else
-inline constexpr int send_flags = 0; // SO_NOSIGPIPE is set on the socket instead
-#endif
-
 } // namespace detail
 
 /// RAII over a non-blocking, close-on-exec TCP socket. Move-only; closing unregisters it first.
@@ -102,12 +251,14 @@ public:
     /// Adopts `fd`, which must be a non-blocking socket.
     explicit AsyncSocket(int fd) noexcept : fd_(fd) {}
     AsyncSocket(AsyncSocket&& other) noexcept
-        : fd_(std::exchange(other.fd_, -1)), kernel_(std::exchange(other.kernel_, nullptr)) {}
+        : fd_(std::exchange(other.fd_, -1)), kernel_(std::exchange(other.kernel_, nullptr)),
+          drained_(std::exchange(other.drained_, false)) {}
     AsyncSocket& operator=(AsyncSocket&& other) noexcept {
         if (this != &other) {
             close();
             fd_ = std::exchange(other.fd_, -1);
             kernel_ = std::exchange(other.kernel_, nullptr);
+            drained_ = std::exchange(other.drained_, false);
         }
         return *this;
     }
@@ -173,52 +324,32 @@ public:
         return timeout_after(timeout, accept());
     }
 
-    /// Reads up to `buffer.size()` bytes; 0 means the peer closed its end (or the buffer is empty).
-    Task<std::size_t> recv(std::span<std::byte> buffer) {
-        if (buffer.empty()) {
-            co_return 0; // the kernel would answer EAGAIN while no data is pending
-        }
-        for (;;) {
-            const ssize_t count = ::recv(fd_, buffer.data(), buffer.size(), 0);
-            if (count >= 0) {
-                co_return static_cast<std::size_t>(count);
-            }
-            if (errno == EINTR) {
-                continue;
-            }
-            if (!detail::would_block(errno)) {
-                detail::throw_errno(errno, "recv");
-            }
-            co_await wait(Interest::read);
-        }
+    /// `co_await socket.recv(buffer)`: reads up to `buffer.size()` bytes and gives how many; 0
+    /// means the peer closed its end (or the buffer is empty). The buffer must live until then.
+    [[nodiscard]] detail::RecvOperation recv(std::span<std::byte> buffer) noexcept {
+        return {fd_, buffer, drained_, kernel_};
     }
-    Task<std::size_t> recv(std::span<char> buffer) { return recv(std::as_writable_bytes(buffer)); }
+    [[nodiscard]] detail::RecvOperation recv(std::span<char> buffer) noexcept {
+        return recv(std::as_writable_bytes(buffer));
+    }
 
-    /// Writes what the kernel takes now (at least one byte, unless `data` is empty).
-    Task<std::size_t> send(std::span<const std::byte> data) {
-        for (;;) {
-            const ssize_t count = ::send(fd_, data.data(), data.size(), detail::send_flags);
-            if (count >= 0) {
-                co_return static_cast<std::size_t>(count);
-            }
-            if (errno == EINTR) {
-                continue;
-            }
-            if (!detail::would_block(errno)) {
-                detail::throw_errno(errno, "send");
-            }
-            co_await wait(Interest::write);
-        }
+    /// `co_await socket.send(data)`: writes what the kernel takes now (at least one byte, unless
+    /// `data` is empty) and gives how many.
+    [[nodiscard]] detail::SendOperation<false> send(std::span<const std::byte> data) noexcept {
+        return {fd_, data, kernel_};
     }
-    Task<std::size_t> send(std::string_view data) { return send(std::as_bytes(std::span(data))); }
+    [[nodiscard]] detail::SendOperation<false> send(std::string_view data) noexcept {
+        return send(std::as_bytes(std::span(data)));
+    }
 
-    /// Writes all of `data`, waiting while the peer is slow to read (that is the backpressure).
-    Task<> send_all(std::span<const std::byte> data) {
-        while (!data.empty()) {
-            data = data.subspan(co_await send(data));
-        }
+    /// `co_await socket.send_all(data)`: writes all of `data`, waiting while the peer is slow to
+    /// read (that is the backpressure). The data must live until then.
+    [[nodiscard]] detail::SendOperation<true> send_all(std::span<const std::byte> data) noexcept {
+        return {fd_, data, kernel_};
     }
-    Task<> send_all(std::string_view data) { return send_all(std::as_bytes(std::span(data))); }
+    [[nodiscard]] detail::SendOperation<true> send_all(std::string_view data) noexcept {
+        return send_all(std::as_bytes(std::span(data)));
+    }
 
     /// Sends FIN: the peer reads end-of-stream; this side can still read.
     void shutdown_write() {
@@ -267,6 +398,7 @@ private:
 
     int fd_ = -1;
     Scheduler* kernel_ = nullptr;
+    bool drained_ = false; // the last recv emptied the receive queue: the next one waits first
 };
 
 struct Accepted {

@@ -10,8 +10,10 @@
 //
 // A task is resumed only from step 1, never from inside a system call or another task, so whatever
 // a task does runs on the loop's own stack. Tasks made ready during a pass (Yield, a task that ends
-// and wakes its waiters) run in the next pass, after the selector had its look: a task that yields
-// in a loop cannot starve I/O.
+// and wakes its waiters) run in the next pass. While tasks stay ready pass after pass, steps 2-4
+// run once every `poll_interval` resumptions rather than after every pass (a non-blocking look at
+// the selector is a system call): a task that yields in a loop cannot starve I/O or timers, and
+// does not pay a system call per yield either.
 //
 // Each task is a record in a slot table (TaskId = serial number + slot: O(1) lookup, no reuse of
 // ids) and is in at most one intrusive list at a time: the ready queue, the readers or writers of
@@ -92,6 +94,8 @@ struct TaskRecord : ListLinks {
     TaskTimer timer{TimerNode::Kind::wake};
     TaskExit* exit_out = nullptr; // while waiting_task: where the kernel writes the outcome
     void* wait_cookie = nullptr;  // while parked in a WaitQueue: what its owner handed in
+    bool (*io_attempt)(void*) = nullptr; // while waiting_fd: retried on readiness (see wait_for_io)
+    void* io_operation = nullptr;
     TaskList waiters;             // tasks waiting for this one to end
     TimeoutScope* innermost_scope = nullptr;
     TimeoutScope* interrupt = nullptr; // a deadline to throw at the task when it resumes
@@ -179,6 +183,10 @@ public:
         std::size_t timers = 0;
         std::size_t watched_fds = 0;
     };
+
+    /// While tasks stay ready, the loop looks at fds and timers once per this many resumptions
+    /// (see the top of this file): the most a busy loop delays I/O readiness, in resumptions.
+    static constexpr std::uint32_t poll_interval = 64;
 
     /// A Scheduler on the real (steady) clock.
     Scheduler() = default;
@@ -294,9 +302,18 @@ public:
     // ---- and leaves it suspended until the kernel wakes it (return true from handle()).
 
     /// Suspends the calling task until `fd` is readable (or hung up, or in error).
-    void wait_for_read(int fd) { wait_for_fd(fd, Interest::read); }
+    void wait_for_read(int fd) { wait_for_fd(fd, Interest::read, nullptr, nullptr); }
     /// Suspends the calling task until `fd` is writable (or hung up, or in error).
-    void wait_for_write(int fd) { wait_for_fd(fd, Interest::write); }
+    void wait_for_write(int fd) { wait_for_fd(fd, Interest::write, nullptr, nullptr); }
+
+    /// Suspends the calling task until an I/O operation on `fd` completes: each time the fd is
+    /// ready for `direction`, the kernel calls `attempt(operation)`, which tries the system call
+    /// and returns false to keep waiting (EAGAIN: the readiness was stale) or true when done. The
+    /// task is resumed only then, so a spurious wake-up costs no resumption. (A forget_fd wakes it
+    /// without a completed attempt.) AsyncSocket's operations are built on this.
+    void wait_for_io(int fd, Interest direction, bool (*attempt)(void*), void* operation) {
+        wait_for_fd(fd, direction, attempt, operation);
+    }
 
     /// Suspends the calling task until `target` ends; the outcome is written to `exit` then.
     /// Returns false, with `exit` saying no_such_task, if there is no such task.
@@ -510,6 +527,7 @@ private:
         }
         if (record.state == detail::TaskState::waiting_fd) {
             --io_waiters_;
+            record.io_attempt = nullptr;
         }
         timers_.remove(record.timer);
         record.exit_out = nullptr;
@@ -524,7 +542,7 @@ private:
         }
     }
 
-    void wait_for_fd(int fd, Interest direction) {
+    void wait_for_fd(int fd, Interest direction, bool (*attempt)(void*), void* operation) {
         detail::TaskRecord& self = trapped_task();
         if (fd < 0) {
             throw std::system_error(EBADF, std::generic_category(), "corio: waiting on a negative fd");
@@ -541,6 +559,8 @@ private:
         }
         (direction == Interest::read ? watch.readers : watch.writers).push_back(self);
         self.state = detail::TaskState::waiting_fd;
+        self.io_attempt = attempt;
+        self.io_operation = operation;
         ++io_waiters_;
     }
 
@@ -639,6 +659,7 @@ private:
     }
 
     void resume(detail::TaskRecord& record) {
+        ++resumed_since_poll_;
         record.state = detail::TaskState::running;
         current_ = &record;
         record.resume_point.resume();
@@ -665,6 +686,10 @@ private:
 
     // Steps 2-4. Returns false when no task can ever be woken.
     bool wait_for_events() {
+        if (!ready_.empty() && resumed_since_poll_ < poll_interval) {
+            return true; // busy: look at fds and timers after a few more resumptions
+        }
+        resumed_since_poll_ = 0;
         int timeout_ms = 0;
         if (ready_.empty()) {
             if (!timers_.empty()) {
@@ -688,6 +713,20 @@ private:
         return true;
     }
 
+    // Readiness for the tasks in `waiting`: a plain wait ends; an I/O operation is attempted and
+    // ends only if the attempt completes it.
+    void complete_io(detail::TaskList& waiting) noexcept {
+        detail::ListLinks* links = waiting.front();
+        while (links != nullptr) {
+            auto& record = static_cast<detail::TaskRecord&>(*links);
+            links = links->next;
+            if (record.io_attempt == nullptr || record.io_attempt(record.io_operation)) {
+                detach(record);
+                make_ready(record);
+            }
+        }
+    }
+
     std::size_t poll_selector(int timeout_ms) {
         const std::size_t events =
             selector_.wait(timeout_ms, [this](int fd, Interest ready) { on_ready(fd, ready); });
@@ -705,13 +744,13 @@ private:
             if (watch.readers.empty()) {
                 unwanted = unwanted | (watch.watched & Interest::read);
             }
-            wake_all(watch.readers);
+            complete_io(watch.readers);
         }
         if (has(ready, Interest::write)) {
             if (watch.writers.empty()) {
                 unwanted = unwanted | (watch.watched & Interest::write);
             }
-            wake_all(watch.writers);
+            complete_io(watch.writers);
         }
         if (unwanted != Interest::none) {
             stale_.emplace_back(fd, unwanted);
@@ -798,6 +837,7 @@ private:
     std::size_t task_count_ = 0;
     std::size_t io_waiters_ = 0;
     std::size_t watched_fds_ = 0;
+    std::uint32_t resumed_since_poll_ = 0;
     bool running_ = false;
     bool stop_requested_ = false;
 };

@@ -28,6 +28,7 @@
 #pragma once
 
 #include "corio/system_call.hpp"
+#include "corio/detail/frame_pool.hpp"
 
 #include <atomic>
 #include <coroutine>
@@ -75,19 +76,21 @@ inline std::atomic<long> live_frame_count{0};
 // What every corio coroutine frame knows, whatever it returns.
 class PromiseBase {
 public:
-#if defined(CORIO_COUNT_FRAMES)
-    // Unsized delete: clang 14 declares the sized one only with -fsized-deallocation. Both are
+    // Frames come from the thread's frame pool (detail/frame_pool.hpp). Both operators are
     // inlined alike, or GCC 12 warns of a new/delete mismatch it imagines.
     [[gnu::always_inline]] static void* operator new(std::size_t size) {
-        void* frame = ::operator new(size);
+        void* frame = allocate_frame(size);
+#if defined(CORIO_COUNT_FRAMES)
         live_frame_count.fetch_add(1, std::memory_order_relaxed);
+#endif
         return frame;
     }
-    [[gnu::always_inline]] static void operator delete(void* frame) noexcept {
+    [[gnu::always_inline]] static void operator delete(void* frame, std::size_t size) noexcept {
+#if defined(CORIO_COUNT_FRAMES)
         live_frame_count.fetch_sub(1, std::memory_order_relaxed);
-        ::operator delete(frame);
-    }
 #endif
+        deallocate_frame(frame, size);
+    }
 
     std::suspend_always initial_suspend() const noexcept { return {}; }
 
