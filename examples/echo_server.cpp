@@ -57,19 +57,18 @@ private:
 
 using IdleTimeout = std::optional<corio::Scheduler::Clock::duration>; // empty: no limit
 
-// The client's next bytes (0 once it closed its end). With an idle timeout, a client that sends
-// nothing for that long makes it throw corio::TimeoutError instead.
-corio::Task<std::size_t> receive(corio::AsyncSocket& client, std::span<std::byte> buffer,
-                                 IdleTimeout idle) {
-    return idle ? corio::timeout_after(*idle, client.recv(buffer)) : client.recv(buffer);
-}
-
 // One connection: echo every byte back until the client closes its end (or stays idle too long).
 corio::Task<> handle_client(corio::AsyncSocket client, ConnectionLog log, IdleTimeout idle) {
     std::array<std::byte, 16384> buffer{}; // 16 KiB: all the memory a connection ever needs
     try {
         log("connected");
-        while (const std::size_t received = co_await receive(client, buffer, idle)) {
+        for (;;) {
+            // With an idle timeout, a client that sends nothing for that long throws TimeoutError.
+            const std::size_t received = idle ? co_await corio::timeout_after(*idle, client.recv(buffer))
+                                              : co_await client.recv(buffer);
+            if (received == 0) {
+                break;
+            }
             co_await client.send_all(std::span(buffer).first(received)); // waits for slow readers
         }
         log("closed"); // recv gave 0: the client sent its last byte and got everything back

@@ -10,10 +10,10 @@
 //
 // A task is resumed only from step 1, never from inside a system call or another task, so whatever
 // a task does runs on the loop's own stack. Tasks made ready during a pass (Yield, a task that ends
-// and wakes its waiters) run in the next pass. While tasks stay ready pass after pass, steps 2-4
-// run once every `poll_interval` resumptions rather than after every pass (a non-blocking look at
-// the selector is a system call): a task that yields in a loop cannot starve I/O or timers, and
-// does not pay a system call per yield either.
+// and wakes its waiters) run in the next pass. While tasks stay ready pass after pass, step 3
+// runs once every `poll_interval` resumptions rather than after every pass (a non-blocking look at
+// the selector is a system call): a task that yields in a loop cannot starve I/O, and does not pay
+// a system call per yield either. Timers are looked at after every pass.
 //
 // Each task is a record in a slot table (TaskId = serial number + slot: O(1) lookup, no reuse of
 // ids) and is in at most one intrusive list at a time: the ready queue, the readers or writers of
@@ -184,7 +184,7 @@ public:
         std::size_t watched_fds = 0;
     };
 
-    /// While tasks stay ready, the loop looks at fds and timers once per this many resumptions
+    /// While tasks stay ready, the loop looks at the fds once per this many resumptions
     /// (see the top of this file): the most a busy loop delays I/O readiness, in resumptions.
     static constexpr std::uint32_t poll_interval = 64;
 
@@ -687,7 +687,8 @@ private:
     // Steps 2-4. Returns false when no task can ever be woken.
     bool wait_for_events() {
         if (!ready_.empty() && resumed_since_poll_ < poll_interval) {
-            return true; // busy: look at fds and timers after a few more resumptions
+            expire_timers(); // busy: timers as every pass, the fds after a few more resumptions
+            return true;
         }
         resumed_since_poll_ = 0;
         int timeout_ms = 0;

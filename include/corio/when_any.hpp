@@ -50,7 +50,8 @@ namespace corio {
 template <class T>
 struct WhenAny {
     std::size_t index = 0; ///< position of the winner among the tasks handed to when_any
-    T value;               ///< the winner's value
+    /// the winner's value (no default member initializer: T need not be default-constructible)
+    T value; // NOLINT(cppcoreguidelines-pro-type-member-init)
 };
 
 /// What `co_await when_any(std::vector<Task<>>)` gives: which task returned first.
