@@ -1086,7 +1086,7 @@ Task<> accept_timeout_test(Scheduler& kernel, AsyncSocket& listener, AcceptTimeo
 
 } // namespace
 
-TEST_CASE("AsyncSocket: accept with a timeout and no client throws TimeoutError; the listener "
+TEST_CASE("AsyncSocket: accept with a timeout and no client throws TimeoutError, the listener "
           "stays usable",
           "[async_socket][timeout]") {
     corio::test::FrameLeakCheck leaks;

@@ -209,7 +209,7 @@ Task<> stop_then_continue(Scheduler& kernel, int& stage) {
 }
 } // namespace
 
-TEST_CASE("Scheduler::stop from a task makes run return after the pass; run continues later",
+TEST_CASE("Scheduler::stop from a task makes run return after the pass, run continues later",
           "[scheduler]") {
     FrameLeakCheck leaks;
     Counted::reset_counts();
@@ -766,7 +766,7 @@ Task<> throw_non_standard() {
 }
 } // namespace
 
-TEST_CASE("An exception nobody waited for reaches the exception handler; the loop goes on",
+TEST_CASE("An exception nobody waited for reaches the exception handler, the loop goes on",
           "[scheduler]") {
     FrameLeakCheck leaks;
     Scheduler kernel;

@@ -337,7 +337,7 @@ Task<> parent_of_self_killer(Counted held, bool& child_returned, bool& parent_re
 }
 } // namespace
 
-TEST_CASE("A task that kills itself does not come back from KillTask; its waiters see killed",
+TEST_CASE("A task that kills itself does not come back from KillTask, its waiters see killed",
           "[syscalls]") {
     FrameLeakCheck leaks;
     Counted::reset_counts();

@@ -172,7 +172,7 @@ Task<int> await_plain_awaitables() {
 }
 } // namespace
 
-TEST_CASE("Awaitables that are not system calls pass through; lvalue system calls work",
+TEST_CASE("Awaitables that are not system calls pass through, lvalue system calls work",
           "[system_call]") {
     FrameLeakCheck leaks;
     Scheduler kernel;
@@ -255,7 +255,7 @@ Task<> wake_with_value(Scheduler& kernel, Mailbox& box, std::string value, WakeR
 }
 } // namespace
 
-TEST_CASE("A system call can park its caller; another task stores a value and unparks it",
+TEST_CASE("A system call can park its caller, another task stores a value and unparks it",
           "[system_call]") {
     FrameLeakCheck leaks;
     Scheduler kernel;

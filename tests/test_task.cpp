@@ -363,7 +363,7 @@ Task<> await_lvalue_and_rvalue(AwaitKinds& out) {
 }
 } // namespace
 
-TEST_CASE("co_await on an lvalue Task lends its value; on an rvalue it moves it, never copying",
+TEST_CASE("co_await on an lvalue Task lends its value, on an rvalue it moves it, never copying",
           "[task]") {
     FrameLeakCheck leaks;
     Counted::reset_counts();

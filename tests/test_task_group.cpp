@@ -51,8 +51,9 @@ std::string what_of(const std::exception_ptr& error) {
 // Every failure the kernel reports as "nobody waited for it" lands here; tests check it is empty
 // (a group child's failure belongs to the group) or holds exactly what they expect.
 void record_reports(Scheduler& kernel, Log& reports) {
-    kernel.set_exception_handler(
-        [&reports](TaskId /*id*/, std::exception_ptr error) { reports.push_back(what_of(error)); });
+    kernel.set_exception_handler([&reports](TaskId /*id*/, const std::exception_ptr& error) {
+        reports.push_back(what_of(error));
+    });
 }
 
 // A child that would sleep long enough that a kill has certainly come first.
@@ -112,7 +113,7 @@ Task<> parent_of_three(Log& log, std::vector<TaskId>& ids, std::vector<std::size
     co_await spawn_three_and_wait(group, log, ids, sizes, parent);
 }
 
-TEST_CASE("TaskGroup: wait returns once every child has ended; the children run concurrently",
+TEST_CASE("task_group: wait returns once every child has ended, the children run concurrently",
           "[task_group]") {
     FrameLeakCheck leaks;
     Log reports;
@@ -150,7 +151,7 @@ Task<> spawn_and_look(bool& ran, bool& ran_before_wait, TaskId& child, Scheduler
     co_await group.wait();
 }
 
-TEST_CASE("TaskGroup: spawn starts the child later, as a task of the Scheduler, like NewTask",
+TEST_CASE("task_group: spawn starts the child later, as a task of the Scheduler, like NewTask",
           "[task_group]") {
     FrameLeakCheck leaks;
     Scheduler kernel;
@@ -174,7 +175,7 @@ Task<> wait_without_children(bool& done) {
     done = true;
 }
 
-TEST_CASE("TaskGroup: wait on a group without children returns at once", "[task_group]") {
+TEST_CASE("task_group: wait on a group without children returns at once", "[task_group]") {
     FrameLeakCheck leaks;
     VirtualClock clock;
     Scheduler kernel(clock);
@@ -200,7 +201,7 @@ Task<> spawn_value_tasks(int& spawned) {
     co_await group.wait();
 }
 
-TEST_CASE("TaskGroup: children of any value type can be spawned; their values are dropped",
+TEST_CASE("task_group: children of any value type can be spawned, their values are dropped",
           "[task_group]") {
     FrameLeakCheck leaks;
     VirtualClock clock;
@@ -228,7 +229,7 @@ Task<> first_failure_wins(bool& b_resumed, bool& c_resumed, std::size_t& size_af
     }
 }
 
-TEST_CASE("TaskGroup: the first exception propagates from wait; the other children are killed at "
+TEST_CASE("task_group: the first exception propagates from wait, the other children are killed at "
           "once and never resume",
           "[task_group]") {
     FrameLeakCheck leaks;
@@ -260,7 +261,7 @@ Task<> two_failures_in_one_pass(bool& third_ran) {
     co_await group.wait();
 }
 
-TEST_CASE("TaskGroup: of two children that fail in the same pass, the first one's exception wins",
+TEST_CASE("task_group: of two children that fail in the same pass, the first one's exception wins",
           "[task_group]") {
     FrameLeakCheck leaks;
     Log reports;
@@ -292,7 +293,7 @@ Task<> spawn_into_failed_group(bool& late_ran, long& alive_after_spawn, std::str
     }
 }
 
-TEST_CASE("TaskGroup: spawning into a failed group rethrows the first failure and never runs the "
+TEST_CASE("task_group: spawning into a failed group rethrows the first failure and never runs the "
           "task",
           "[task_group]") {
     FrameLeakCheck leaks;
@@ -327,7 +328,7 @@ Task<> kill_after(Scheduler::Clock::duration delay, const TaskId& victim) {
     co_await KillTask{victim};
 }
 
-TEST_CASE("TaskGroup: a child failure the parent never receives is reported once, never dropped",
+TEST_CASE("task_group: a child failure the parent never receives is reported once, never dropped",
           "[task_group]") {
     FrameLeakCheck leaks;
     Log reports;
@@ -366,7 +367,7 @@ Task<> catch_parent_failure(Scheduler& kernel, bool& first_resumed, bool& second
     }
 }
 
-TEST_CASE("TaskGroup: an exception in the parent between spawn and wait kills the children as it "
+TEST_CASE("task_group: an exception in the parent between spawn and wait kills the children as it "
           "leaves the group's scope",
           "[task_group]") {
     FrameLeakCheck leaks;
@@ -397,7 +398,7 @@ Task<> return_without_waiting(bool& resumed) {
     co_await Sleep{1s};
 }
 
-TEST_CASE("TaskGroup: a parent that returns without waiting takes its children with it",
+TEST_CASE("task_group: a parent that returns without waiting takes its children with it",
           "[task_group]") {
     FrameLeakCheck leaks;
     Counted::reset_counts();
@@ -437,7 +438,7 @@ Task<> watch_first_child(const std::vector<TaskId>& children, corio::TaskExit& e
     exit = co_await corio::WaitTask{children.at(0)};
 }
 
-TEST_CASE("TaskGroup: killing the parent while it waits kills every child before KillTask returns",
+TEST_CASE("task_group: killing the parent while it waits kills every child before KillTask returns",
           "[task_group]") {
     FrameLeakCheck leaks;
     Counted::reset_counts();
@@ -475,7 +476,8 @@ Task<> group_with_victim(TaskId& victim, Log& log, bool& victim_resumed) {
     log.push_back("waited");
 }
 
-TEST_CASE("TaskGroup: a child killed from outside has ended; it is not a failure", "[task_group]") {
+TEST_CASE("task_group: a child killed from outside has ended, it is not a failure",
+          "[task_group]") {
     FrameLeakCheck leaks;
     Counted::reset_counts();
     Log reports;
@@ -511,7 +513,7 @@ Task<> cancel_then_reuse(std::size_t& size_after_cancel, long& alive_after_cance
     log.push_back("waited");
 }
 
-TEST_CASE("TaskGroup: cancel kills every child now; the group stays usable", "[task_group]") {
+TEST_CASE("task_group: cancel kills every child now, the group stays usable", "[task_group]") {
     FrameLeakCheck leaks;
     Counted::reset_counts();
     Log reports;
@@ -550,7 +552,7 @@ Task<> parent_with_waiting_child(std::string& error) {
     co_await group.wait();
 }
 
-TEST_CASE("TaskGroup: only the parent may wait; a child that tries gets std::logic_error",
+TEST_CASE("task_group: only the parent may wait, a child that tries gets std::logic_error",
           "[task_group]") {
     FrameLeakCheck leaks;
     Scheduler kernel;
@@ -573,7 +575,7 @@ Task<> parent_of_spawner(Log& log) {
     log.push_back("waited");
 }
 
-TEST_CASE("TaskGroup: children may spawn siblings; wait waits for those too", "[task_group]") {
+TEST_CASE("task_group: children may spawn siblings, wait waits for those too", "[task_group]") {
     FrameLeakCheck leaks;
     VirtualClock clock;
     Scheduler kernel(clock);
@@ -604,8 +606,9 @@ Task<> late_spawner(TaskGroup*& published, Log& log) {
     co_await published->spawn(sleep_then_log(1s, log, "late child"));
 }
 
-TEST_CASE("TaskGroup: wait does not return while a child spawned after the last one ended is alive",
-          "[task_group]") {
+TEST_CASE(
+    "task_group: wait does not return while a child spawned after the last one ended is alive",
+    "[task_group]") {
     FrameLeakCheck leaks;
     VirtualClock clock;
     Scheduler kernel(clock);
@@ -636,7 +639,7 @@ Task<> parent_killed_by_its_child(TaskId& me, bool& after_kill, bool& after_slee
     co_await group.wait();
 }
 
-TEST_CASE("TaskGroup: a child that kills its parent dies at its next suspension, and its siblings "
+TEST_CASE("task_group: a child that kills its parent dies at its next suspension, and its siblings "
           "at once",
           "[task_group]") {
     FrameLeakCheck leaks;
@@ -664,7 +667,7 @@ Task<> stop_after(Scheduler& kernel, Scheduler::Clock::duration delay) {
     kernel.stop();
 }
 
-TEST_CASE("TaskGroup: destroying the Scheduler destroys the parent, the group and every child",
+TEST_CASE("task_group: destroying the Scheduler destroys the parent, the group and every child",
           "[task_group]") {
     FrameLeakCheck leaks;
     Counted::reset_counts();
@@ -698,7 +701,7 @@ Task<> wait_with_deadline(bool& timed_out, std::size_t& size_after_timeout, Log&
     log.push_back("waited");
 }
 
-TEST_CASE("TaskGroup: a deadline on wait throws TimeoutError and leaves the children running",
+TEST_CASE("task_group: a deadline on wait throws TimeoutError and leaves the children running",
           "[task_group]") {
     FrameLeakCheck leaks;
     VirtualClock clock;
@@ -728,7 +731,7 @@ Task<> deadline_then_leave(bool& timed_out, bool& resumed, long& alive_after_sco
     alive_after_scope = Counted::alive();
 }
 
-TEST_CASE("TaskGroup: leaving the scope after a timed-out wait kills the children",
+TEST_CASE("task_group: leaving the scope after a timed-out wait kills the children",
           "[task_group]") {
     FrameLeakCheck leaks;
     Counted::reset_counts();
@@ -761,7 +764,7 @@ Task<> spawn_many(int count, long& frames_added, int& finished, std::size_t& siz
     co_await group.wait();
 }
 
-TEST_CASE("TaskGroup: many children; each costs its own frame and one supervisor frame",
+TEST_CASE("task_group: many children, each costs its own frame and one supervisor frame",
           "[task_group]") {
     FrameLeakCheck leaks;
     Scheduler kernel;
@@ -784,7 +787,7 @@ Task<> spawn_sleepers_and_leave(int count, bool& resumed) {
     co_await Sleep{1s};
 }
 
-TEST_CASE("TaskGroup: ten thousand children are killed when the scope is left", "[task_group]") {
+TEST_CASE("task_group: ten thousand children are killed when the scope is left", "[task_group]") {
     FrameLeakCheck leaks;
     Counted::reset_counts();
     VirtualClock clock;
@@ -800,7 +803,7 @@ Task<> spawn_into(TaskGroup& group, Task<> task) {
     co_await group.spawn(std::move(task));
 }
 
-TEST_CASE("TaskGroup: spawn rejects an empty Task, and a task of another Scheduler",
+TEST_CASE("task_group: spawn rejects an empty Task, and a task of another Scheduler",
           "[task_group]") {
     FrameLeakCheck leaks;
     Counted::reset_counts();

@@ -123,7 +123,7 @@ Task<ValueRun> bounded_sleep(Scheduler& kernel, Clock::duration timeout, Clock::
 }
 } // namespace
 
-TEST_CASE("timeout_after gives the value of an operation that finishes first; its timer is gone",
+TEST_CASE("timeout_after gives the value of an operation that finishes first, its timer is gone",
           "[timeout]") {
     FrameLeakCheck leaks;
     VirtualClock clock;
@@ -282,7 +282,7 @@ Task<IgnoreRun> ignore_variants(Scheduler& kernel) {
 }
 } // namespace
 
-TEST_CASE("ignore_after/ignore_at give an empty optional on timeout, the value otherwise; for "
+TEST_CASE("ignore_after/ignore_at give an empty optional on timeout, the value otherwise, for "
           "void operations, true or false",
           "[timeout]") {
     FrameLeakCheck leaks;
@@ -425,7 +425,7 @@ Task<int> inner_fires_first(Scheduler& kernel, Log& log) {
 }
 } // namespace
 
-TEST_CASE("Nested timeouts: a shorter inner one fires first; the outer goes on and completes",
+TEST_CASE("Nested timeouts: a shorter inner one fires first, the outer goes on and completes",
           "[timeout]") {
     FrameLeakCheck leaks;
     VirtualClock clock;
@@ -576,7 +576,7 @@ Task<> read_wait_bounded(Scheduler& kernel, int fd, int peer, FdRun& run) {
 }
 } // namespace
 
-TEST_CASE("A timeout around ReadWait leaves nothing registered; the fd can be waited on again",
+TEST_CASE("A timeout around ReadWait leaves nothing registered, the fd can be waited on again",
           "[timeout]") {
     FrameLeakCheck leaks;
     const corio::test::FdPair pair = corio::test::socket_pair();
@@ -935,7 +935,7 @@ Task<> expired_scope(Scheduler& kernel, Log& log) {
 }
 } // namespace
 
-TEST_CASE("Inside a timed-out scope every wait ends at once; after it waits are ordinary",
+TEST_CASE("Inside a timed-out scope every wait ends at once, after it waits are ordinary",
           "[timeout]") {
     FrameLeakCheck leaks;
     VirtualClock clock;

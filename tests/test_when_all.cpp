@@ -50,8 +50,9 @@ std::string what_of(const std::exception_ptr& error) {
 }
 
 void record_reports(Scheduler& kernel, Log& reports) {
-    kernel.set_exception_handler(
-        [&reports](TaskId /*id*/, std::exception_ptr error) { reports.push_back(what_of(error)); });
+    kernel.set_exception_handler([&reports](TaskId /*id*/, const std::exception_ptr& error) {
+        reports.push_back(what_of(error));
+    });
 }
 
 constexpr auto long_sleep = 100s;
@@ -93,7 +94,7 @@ Task<> variadic_values(std::tuple<int, std::string, std::monostate>& out, Log& l
                                    log_after(2s, log, "void task"));
 }
 
-TEST_CASE("when_all: values come back as a tuple in argument order; void gives std::monostate",
+TEST_CASE("when_all: values come back as a tuple in argument order, void gives std::monostate",
           "[when_all]") {
     FrameLeakCheck leaks;
     Log reports;
@@ -114,6 +115,7 @@ TEST_CASE("when_all: values come back as a tuple in argument order; void gives s
 
 Task<> vector_values(std::vector<int>& out) {
     std::vector<Task<int>> tasks;
+    tasks.reserve(5);
     for (int i = 0; i < 5; ++i) {
         tasks.push_back(value_after(std::chrono::seconds(5 - i), i * 10)); // the last ends first
     }
@@ -224,7 +226,7 @@ Task<> move_only_values(std::unique_ptr<int>& first, std::vector<Counted>& count
     counted = co_await corio::when_all(std::move(tasks));
 }
 
-TEST_CASE("when_all: values are moved, never copied; move-only values work", "[when_all]") {
+TEST_CASE("when_all: values are moved, never copied, move-only values work", "[when_all]") {
     FrameLeakCheck leaks;
     Counted::reset_counts();
     VirtualClock clock;
@@ -253,7 +255,7 @@ Task<> first_failure(bool& first_resumed, bool& second_resumed) {
     co_await corio::when_all(std::move(tasks));
 }
 
-TEST_CASE("when_all: the first exception propagates; the others are killed and never resume",
+TEST_CASE("when_all: the first exception propagates, the others are killed and never resume",
           "[when_all]") {
     FrameLeakCheck leaks;
     Counted::reset_counts();
@@ -323,7 +325,7 @@ Task<> all_with_victim(TaskId& victim, bool& other_resumed, std::string& error) 
     }
 }
 
-TEST_CASE("when_all: a task killed from outside fails when_all with std::runtime_error; the others "
+TEST_CASE("when_all: a task killed from outside fails when_all with std::runtime_error, the others "
           "are killed",
           "[when_all]") {
     FrameLeakCheck leaks;
@@ -405,7 +407,7 @@ Task<> when_all_with_deadline(Scheduler& kernel, bool& timed_out, long& alive_in
     }
 }
 
-TEST_CASE("when_all: a deadline around it throws TimeoutError; the children are gone by then",
+TEST_CASE("when_all: a deadline around it throws TimeoutError, the children are gone by then",
           "[when_all]") {
     FrameLeakCheck leaks;
     Counted::reset_counts();
@@ -454,6 +456,36 @@ TEST_CASE("when_all: nests with when_all and when_any", "[when_all]") {
     CHECK(std::get<1>(out).value == 10);
     CHECK(std::get<2>(out) == 5);
     CHECK(elapsed(clock, start) == 2s);
+    require_empty(kernel);
+}
+
+struct NoDefault {
+    explicit NoDefault(int initial) : value(initial) {}
+    int value;
+};
+
+Task<NoDefault> make_no_default(Duration length, int value) {
+    co_await Sleep{length};
+    co_return NoDefault(value);
+}
+
+Task<> all_no_default(int& sum) {
+    std::vector<Task<NoDefault>> tasks;
+    tasks.push_back(make_no_default(2s, 1));
+    tasks.push_back(make_no_default(1s, 2));
+    const std::vector<NoDefault> values = co_await corio::when_all(std::move(tasks));
+    auto [third, fourth] =
+        co_await corio::when_all(make_no_default(1s, 30), make_no_default(2s, 400));
+    sum = values.at(0).value + 10 * values.at(1).value + third.value + fourth.value;
+}
+
+TEST_CASE("when_all: values need not be default-constructible", "[when_all]") {
+    FrameLeakCheck leaks;
+    VirtualClock clock;
+    Scheduler kernel(clock);
+    int sum = 0;
+    kernel.run_until_complete(all_no_default(sum));
+    CHECK(sum == 451);
     require_empty(kernel);
 }
 

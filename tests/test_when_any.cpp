@@ -49,8 +49,9 @@ std::string what_of(const std::exception_ptr& error) {
 }
 
 void record_reports(Scheduler& kernel, Log& reports) {
-    kernel.set_exception_handler(
-        [&reports](TaskId /*id*/, std::exception_ptr error) { reports.push_back(what_of(error)); });
+    kernel.set_exception_handler([&reports](TaskId /*id*/, const std::exception_ptr& error) {
+        reports.push_back(what_of(error));
+    });
 }
 
 constexpr auto long_sleep = 100s;
@@ -112,7 +113,7 @@ Task<> race_sleepers_and_readers(Scheduler& kernel, int fd, WhenAny<int>& out, S
     after = look(kernel);
 }
 
-TEST_CASE("when_any: the first to return wins; the losers are killed and unregistered before it "
+TEST_CASE("when_any: the first to return wins, the losers are killed and unregistered before it "
           "returns",
           "[when_any]") {
     FrameLeakCheck leaks;
@@ -208,6 +209,7 @@ Task<int> mark_ran(int value, int& ran) {
 
 Task<> immediate_race(WhenAny<int>& out, int& ran) {
     std::vector<Task<int>> tasks;
+    tasks.reserve(4);
     for (int i = 0; i < 4; ++i) {
         tasks.push_back(mark_ran(i, ran));
     }
@@ -244,7 +246,7 @@ Task<> winner_throws(Scheduler& kernel, std::string& error, Snapshot& after, boo
     }
 }
 
-TEST_CASE("when_any: a winner that throws makes when_any rethrow; the losers are killed",
+TEST_CASE("when_any: a winner that throws makes when_any rethrow, the losers are killed",
           "[when_any]") {
     FrameLeakCheck leaks;
     Counted::reset_counts();
@@ -285,7 +287,7 @@ Task<> race_with_victim(TaskId& victim, WhenAny<int>& out) {
     out = co_await corio::when_any(std::move(tasks));
 }
 
-TEST_CASE("when_any: a task killed from outside leaves the race; another wins", "[when_any]") {
+TEST_CASE("when_any: a task killed from outside leaves the race, another wins", "[when_any]") {
     FrameLeakCheck leaks;
     Log reports;
     VirtualClock clock;
@@ -384,7 +386,7 @@ Task<> when_any_with_deadline(Scheduler& kernel, int fd, bool& timed_out, Snapsh
     }
 }
 
-TEST_CASE("when_any: a deadline around it throws TimeoutError; every task is gone by then",
+TEST_CASE("when_any: a deadline around it throws TimeoutError, every task is gone by then",
           "[when_any]") {
     FrameLeakCheck leaks;
     Counted::reset_counts();
@@ -444,6 +446,37 @@ TEST_CASE("when_any: a task woken by an fd wins over sleepers, which are killed"
     CHECK(elapsed(clock, start) == 1s);
     CHECK(Counted::alive() == 0);
     kernel.forget_fd(pair.first.get());
+    require_empty(kernel);
+}
+
+struct NoDefault {
+    explicit NoDefault(int initial) : value(initial) {}
+    int value;
+};
+
+Task<NoDefault> make_no_default(Duration length, int value) {
+    co_await Sleep{length};
+    co_return NoDefault(value);
+}
+
+Task<> race_no_default(int& from_vector, int& from_variadic) {
+    std::vector<Task<NoDefault>> tasks;
+    tasks.push_back(make_no_default(2s, 1));
+    tasks.push_back(make_no_default(1s, 2));
+    from_vector = (co_await corio::when_any(std::move(tasks))).value.value;
+    auto any = co_await corio::when_any(make_no_default(1s, 3), make_no_default(2s, 4));
+    from_variadic = std::get<0>(any.value).value;
+}
+
+TEST_CASE("when_any: values need not be default-constructible", "[when_any]") {
+    FrameLeakCheck leaks;
+    VirtualClock clock;
+    Scheduler kernel(clock);
+    int from_vector = 0;
+    int from_variadic = 0;
+    kernel.run_until_complete(race_no_default(from_vector, from_variadic));
+    CHECK(from_vector == 2);
+    CHECK(from_variadic == 3);
     require_empty(kernel);
 }
 

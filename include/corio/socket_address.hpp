@@ -85,10 +85,18 @@ public:
 
     /// "127.0.0.1:5001" or "[::1]:5001".
     [[nodiscard]] std::string to_string() const {
+        // Appended piece by piece: GCC 12 at -O3 warns (-Wrestrict, wrongly) on `"[" + host()`.
+        std::string text;
         if (family() == AF_INET6) {
-            return "[" + host() + "]:" + std::to_string(port());
+            text += '[';
+            text += host();
+            text += ']';
+        } else {
+            text += host();
         }
-        return host() + ":" + std::to_string(port());
+        text += ':';
+        text += std::to_string(port());
+        return text;
     }
 
 private:
