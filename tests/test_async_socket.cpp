@@ -227,12 +227,13 @@ int int_option(int fd, int level, int name) {
     return value;
 }
 
-// Makes close() send a reset instead of a FIN.
-void set_linger_zero(const AsyncSocket& socket) {
+// Closes the socket with a reset (RST) instead of a FIN.
+void close_with_reset(AsyncSocket& socket) {
     linger option{};
     option.l_onoff = 1;
     option.l_linger = 0;
     REQUIRE(::setsockopt(socket.fd(), SOL_SOCKET, SO_LINGER, &option, sizeof option) == 0);
+    socket.close();
 }
 
 } // namespace
@@ -611,8 +612,7 @@ struct ResetSend {
 
 Task<> send_to_reset_peer(AsyncSocket& listener, ResetSend& out) {
     Connection connection = co_await connect_to(listener, "127.0.0.1");
-    set_linger_zero(connection.server);
-    connection.server.close(); // RST
+    close_with_reset(connection.server);
     co_await corio::Sleep{10ms};
     const std::string chunk(64 * KiB, 'x');
     for (int attempt = 0; attempt < 3; ++attempt) {
@@ -669,8 +669,7 @@ Task<> reset_blocked_sender(Scheduler& kernel, AsyncSocket& listener, BlockedSen
     const TaskId sender = co_await corio::NewTask(send_until_error(connection.client, out));
     co_await corio::Sleep{20ms}; // the peer reads nothing: the sender fills the buffers and waits
     out.waiting_at_reset = out.send_finished ? 0 : kernel.stats().waiting_on_fds;
-    set_linger_zero(connection.server);
-    connection.server.close(); // RST
+    close_with_reset(connection.server);
     co_await join(sender);
 }
 
@@ -706,8 +705,7 @@ struct ResetRecv {
 
 Task<> reset_connection_later(AsyncSocket& socket) {
     co_await corio::Sleep{5ms}; // the reader is waiting by now
-    set_linger_zero(socket);
-    socket.close();
+    close_with_reset(socket);
 }
 
 Task<> store_recv_error(AsyncSocket& socket, int& error) {
@@ -725,8 +723,7 @@ Task<> recv_from_reset_peer(AsyncSocket& listener, ResetRecv& out) {
     }
     { // the RST is already there when the reader comes
         Connection connection = co_await connect_to(listener, "127.0.0.1");
-        set_linger_zero(connection.server);
-        connection.server.close();
+        close_with_reset(connection.server);
         co_await corio::Sleep{10ms};
         out.later_reader_error = co_await recv_error(connection.client);
     }

@@ -275,6 +275,15 @@ std::string describe_status(const std::optional<int>& status) {
     return "wait status " + std::to_string(*status);
 }
 
+/// A command line's arguments as they are shown in messages: " 'a' 'b'".
+std::string quoted(const std::vector<std::string>& arguments) {
+    std::string shown;
+    for (const auto& argument : arguments) {
+        shown += " '" + argument + "'";
+    }
+    return shown;
+}
+
 /// Reads the "listening on HOST:PORT" line a server prints when it is ready; gives the port.
 std::uint16_t listening_port(Child& server) {
     const std::optional<std::string> line = server.read_line(5s);
@@ -952,11 +961,7 @@ TEST_CASE("echo_server rejects a bad command line with status 2", "[echo_server]
         {"-p", "5001"},
     };
     for (const auto& arguments : bad_command_lines) {
-        std::string shown;
-        for (const auto& argument : arguments) {
-            shown += " '" + argument + "'";
-        }
-        INFO("echo_server" << shown);
+        INFO("echo_server" << quoted(arguments));
         Child program(CORIO_ECHO_SERVER_PATH, arguments);
         const auto status = program.wait_exit(5s);
         INFO(describe_status(status));
@@ -1150,11 +1155,7 @@ TEST_CASE("echo_server rejects a bad --idle-timeout with status 2", "[echo_serve
         {"--idle-timeout", "99999999999999999999999"},
     };
     for (const auto& arguments : bad_command_lines) {
-        std::string shown;
-        for (const auto& argument : arguments) {
-            shown += " '" + argument + "'";
-        }
-        INFO("echo_server" << shown);
+        INFO("echo_server" << quoted(arguments));
         Child program(CORIO_ECHO_SERVER_PATH, arguments);
         const auto status = program.wait_exit(5s);
         INFO(describe_status(status));

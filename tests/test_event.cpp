@@ -15,35 +15,14 @@
 #include <corio/virtual_clock.hpp>
 
 #include "support/catch.hpp"
+#include "support/helpers.hpp"
 #include "support/leak_check.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
+using namespace corio::test;
 using corio::Event;
-using corio::Scheduler;
-using corio::Task;
-using corio::TaskId;
-using corio::VirtualClock;
-using corio::test::FrameLeakCheck;
-using corio::test::require_empty;
-using Log = std::vector<std::string>;
-
-struct TestError : std::runtime_error {
-    using std::runtime_error::runtime_error;
-};
-
-// Milliseconds of virtual time since the clock's start, as text for the logs.
-std::string at(const VirtualClock& clock) {
-    const auto elapsed = clock.now() - VirtualClock().now();
-    return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count());
-}
-
-Task<> yield_times(int count) {
-    for (int i = 0; i < count; ++i) {
-        co_await corio::Yield{};
-    }
-}
 
 Task<> waiter(Event& event, Log& log, std::string name, int yields_first = 0) {
     co_await yield_times(yields_first);

@@ -17,35 +17,14 @@
 #include <corio/virtual_clock.hpp>
 
 #include "support/catch.hpp"
+#include "support/helpers.hpp"
 #include "support/leak_check.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
+using namespace corio::test;
 using corio::Lock;
-using corio::Scheduler;
-using corio::Task;
-using corio::TaskId;
-using corio::VirtualClock;
-using corio::test::FrameLeakCheck;
-using corio::test::require_empty;
-using Log = std::vector<std::string>;
-
-struct TestError : std::runtime_error {
-    using std::runtime_error::runtime_error;
-};
-
-// Milliseconds of virtual time since the clock's start, as text for the logs.
-std::string at(const VirtualClock& clock) {
-    const auto elapsed = clock.now() - VirtualClock().now();
-    return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count());
-}
-
-Task<> yield_times(int count) {
-    for (int i = 0; i < count; ++i) {
-        co_await corio::Yield{};
-    }
-}
 
 // Waits for the lock (after `yields_first` yields), holds it for `hold` yields, releases it.
 Task<> locker(Lock& lock, Log& log, std::string name, int yields_first = 0, int hold = 1) {
@@ -340,16 +319,6 @@ Task<> throw_while_holding(Lock& lock, Log& log) {
     log.emplace_back("thrower acquired");
     co_await corio::Yield{};
     throw TestError("in the critical section");
-}
-
-Task<> expect_failure(TaskId id, Log& log) {
-    const corio::TaskExit exit = co_await corio::WaitTask{id};
-    try {
-        exit.rethrow_if_failed();
-        log.emplace_back("no failure");
-    } catch (const TestError& e) {
-        log.emplace_back(e.what());
-    }
 }
 } // namespace
 

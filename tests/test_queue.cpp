@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstddef>
 #include <memory>
+#include <numeric>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -21,36 +22,14 @@
 
 #include "support/catch.hpp"
 #include "support/counted.hpp"
+#include "support/helpers.hpp"
 #include "support/leak_check.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
+using namespace corio::test;
 using corio::Queue;
-using corio::Scheduler;
-using corio::Task;
-using corio::TaskId;
-using corio::VirtualClock;
-using corio::test::Counted;
-using corio::test::FrameLeakCheck;
-using corio::test::require_empty;
-using Log = std::vector<std::string>;
-
-struct TestError : std::runtime_error {
-    using std::runtime_error::runtime_error;
-};
-
-// Milliseconds of virtual time since the clock's start, as text for the logs.
-std::string at(const VirtualClock& clock) {
-    const auto elapsed = clock.now() - VirtualClock().now();
-    return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count());
-}
-
-Task<> yield_times(int count) {
-    for (int i = 0; i < count; ++i) {
-        co_await corio::Yield{};
-    }
-}
 
 Task<> getter(Queue<int>& queue, Log& log, std::string name, int yields_first = 0) {
     co_await yield_times(yields_first);
@@ -69,6 +48,13 @@ std::vector<int> drain(Queue<int>& queue) {
     for (std::size_t i = 0, n = queue.size(); i < n; ++i) {
         values.push_back(*queue.try_get());
     }
+    return values;
+}
+
+// 0, 1, ..., count - 1.
+std::vector<int> integers_below(int count) {
+    std::vector<int> values(static_cast<std::size_t>(count));
+    std::iota(values.begin(), values.end(), 0);
     return values;
 }
 
@@ -243,11 +229,7 @@ TEST_CASE("Queue: backpressure: a fast producer waits in put while the queue is 
     kernel.add_task(fast_producer(queue, flow, clock, count));
     kernel.add_task(slow_consumer(queue, flow, count));
     kernel.run();
-    std::vector<int> expected(count);
-    for (int i = 0; i < count; ++i) {
-        expected[static_cast<std::size_t>(i)] = i;
-    }
-    CHECK(flow.received == expected);
+    CHECK(flow.received == integers_below(count));
     // Three puts fit at once; every later one completes when the consumer's get made room.
     CHECK(flow.put_done_ms ==
           std::vector<long long>{0, 0, 0, 1000, 2000, 3000, 4000, 5000, 6000, 7000});
@@ -650,11 +632,7 @@ TEST_CASE("Queue: values are moved, never copied, and each is destroyed once", "
         kernel.add_task(consume_counted(queue, 20, out));
         kernel.add_task(produce_counted(queue, 20));
         kernel.run();
-        std::vector<int> expected;
-        for (int i = 0; i < 20; ++i) {
-            expected.push_back(i);
-        }
-        CHECK(out == expected);
+        CHECK(out == integers_below(20));
         require_empty(kernel);
     }
     CHECK(Counted::copy_constructions == 0);
@@ -694,16 +672,6 @@ Task<> consume_until_poisoned(Queue<int>& queue, Log& log, std::string name) {
             throw TestError(name + " poisoned");
         }
         log.push_back(name + " got " + std::to_string(value));
-    }
-}
-
-Task<> expect_failure(TaskId id, Log& log) {
-    const corio::TaskExit exit = co_await corio::WaitTask{id};
-    try {
-        exit.rethrow_if_failed();
-        log.emplace_back("no failure");
-    } catch (const TestError& e) {
-        log.emplace_back(e.what());
     }
 }
 } // namespace
@@ -824,11 +792,7 @@ TEST_CASE("Queue: many producers and consumers: every item arrives once and in o
             all.insert(all.end(), items.begin(), items.end());
         }
         std::sort(all.begin(), all.end());
-        std::vector<int> expected(count);
-        for (int i = 0; i < count; ++i) {
-            expected[static_cast<std::size_t>(i)] = i;
-        }
-        CHECK(all == expected); // each item exactly once
+        CHECK(all == integers_below(count)); // each item exactly once
     }
     for (const auto& by_consumer : seen) { // the consumers shared the work
         std::size_t total = 0;

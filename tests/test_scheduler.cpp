@@ -18,35 +18,19 @@
 #include "support/catch.hpp"
 #include "support/counted.hpp"
 #include "support/fd.hpp"
+#include "support/helpers.hpp"
 #include "support/leak_check.hpp"
 #include "support/run_bounded.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
-using corio::Scheduler;
-using corio::Task;
-using corio::TaskId;
-using corio::test::Counted;
-using corio::test::FrameLeakCheck;
-using corio::test::live_frames;
-using corio::test::require_empty;
+using namespace corio::test;
 using Clock = std::chrono::steady_clock;
-
-struct TestError : std::runtime_error {
-    using std::runtime_error::runtime_error;
-};
 
 bool contains_text(const std::string& text, const std::string& part) {
     return text.find(part) != std::string::npos;
 }
-
-/// Leaves the caller suspended without registering it anywhere: only Scheduler::unpark (or a
-/// kill) ends that.
-struct Park {
-    bool handle(Scheduler& /*kernel*/, TaskId /*caller*/) noexcept { return true; }
-    void result() const noexcept {}
-};
 
 /// Sleeps until a given time point (Sleep only takes durations): lets tests arm equal deadlines.
 struct SleepUntil {
@@ -58,10 +42,6 @@ struct SleepUntil {
     }
     void result() const noexcept {}
 };
-
-Task<> nothing() {
-    co_return;
-}
 
 Task<> record(std::vector<int>& log, int value) {
     log.push_back(value);
@@ -79,10 +59,6 @@ template <class Duration>
 Task<> hold_while_sleeping(Counted held, Duration length, bool& woke) {
     co_await corio::Sleep{length};
     woke = held.value() != Counted::destroyed;
-}
-
-Task<int> identity(int value) {
-    co_return value;
 }
 
 Task<int> fail_with(std::string message) {
@@ -457,11 +433,6 @@ Task<> yield_forever(Counted held, int& rounds) {
     }
     (void)held;
 }
-
-Task<> stop_now(Scheduler& kernel) {
-    kernel.stop();
-    co_return;
-}
 } // namespace
 
 TEST_CASE("Destroying a Scheduler destroys the frames of tasks suspended on anything",
@@ -748,6 +719,19 @@ struct Report {
     std::string what;
 };
 
+// Every failure the kernel reports lands in `reports`, with the failed task's id.
+void collect_reports(Scheduler& kernel, std::vector<Report>& reports) {
+    kernel.set_exception_handler([&reports](TaskId id, std::exception_ptr error) {
+        try {
+            std::rethrow_exception(error);
+        } catch (const std::exception& e) {
+            reports.push_back({id, e.what()});
+        } catch (const int& value) {
+            reports.push_back({id, "int " + std::to_string(value)});
+        }
+    });
+}
+
 Task<> throw_after_yield(std::string message) {
     co_await corio::Yield{};
     throw TestError(message);
@@ -771,15 +755,7 @@ TEST_CASE("An exception nobody waited for reaches the exception handler, the loo
     FrameLeakCheck leaks;
     Scheduler kernel;
     std::vector<Report> reports;
-    kernel.set_exception_handler([&reports](TaskId id, std::exception_ptr error) {
-        try {
-            std::rethrow_exception(error);
-        } catch (const std::exception& e) {
-            reports.push_back({id, e.what()});
-        } catch (const int& value) {
-            reports.push_back({id, "int " + std::to_string(value)});
-        }
-    });
+    collect_reports(kernel, reports);
     std::vector<int> log;
     const TaskId thrower = kernel.add_task(throw_after_yield("unawaited failure"));
     kernel.add_task(record_rounds(log, 1, 5));
@@ -853,8 +829,6 @@ TEST_CASE("The default exception report is a line on std::cerr with the task id 
 }
 
 namespace {
-using Log = std::vector<std::string>;
-
 Task<> wait_for_exit(TaskId target, Log& log) {
     const corio::TaskExit exit = co_await corio::WaitTask{target};
     log.push_back(exit.failed() ? "waiter received the failure" : "waiter saw another end");
@@ -870,13 +844,7 @@ TEST_CASE("A failure whose only waiter was killed first is reported, not dropped
     FrameLeakCheck leaks;
     Scheduler kernel;
     std::vector<Report> reports;
-    kernel.set_exception_handler([&reports](TaskId id, std::exception_ptr error) {
-        try {
-            std::rethrow_exception(error);
-        } catch (const std::exception& e) {
-            reports.push_back({id, e.what()});
-        }
-    });
+    collect_reports(kernel, reports);
     Log log;
     SECTION("the waiter is killed before the failure: reported") {
         const TaskId thrower = kernel.add_task(throw_after_yields("late failure", 3));

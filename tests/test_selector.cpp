@@ -29,6 +29,7 @@
 
 #include "support/catch.hpp"
 #include "support/fd.hpp"
+#include "support/helpers.hpp"
 #include "support/leak_check.hpp"
 
 namespace Catch {
@@ -102,6 +103,17 @@ Interest ready_of(const std::vector<Event>& events, int fd) {
 void write_byte(int fd) {
     const char byte = 'x';
     corio::test::write_all(fd, &byte, 1);
+}
+
+// Watches `fd` for `interest` and checks that nothing is reported yet, closes `other_end` and
+// checks that the hang-up is reported as both readable and writable; then stops watching `fd`.
+template <class Selector>
+void check_hang_up(Selector& selector, int fd, Interest interest, UniqueFd& other_end) {
+    selector.watch(fd, Interest::none, interest);
+    CHECK(wait_events(selector, 0).empty());
+    other_end.reset();
+    CHECK(ready_of(wait_events(selector, ready_timeout_ms), fd) == Interest::read_write);
+    selector.watch(fd, interest, Interest::none);
 }
 
 // ---- signals for the EINTR tests -------------------------------------------------------------
@@ -285,41 +297,21 @@ SELECTOR_TEST_CASE("selector: hang-up is reported for both directions") {
 
     SECTION("socket watched for read, peer closed") {
         FdPair pair = corio::test::socket_pair();
-        selector.watch(pair.first.get(), Interest::none, Interest::read);
-        CHECK(wait_events(selector, 0).empty());
-        pair.second.reset();
-        CHECK(ready_of(wait_events(selector, ready_timeout_ms), pair.first.get()) ==
-              Interest::read_write);
-        selector.watch(pair.first.get(), Interest::read, Interest::none);
+        check_hang_up(selector, pair.first.get(), Interest::read, pair.second);
     }
     SECTION("socket watched for write only, send buffer full, peer closed") {
         FdPair pair = corio::test::socket_pair();
         corio::test::fill_send_buffer(pair.first.get());
-        selector.watch(pair.first.get(), Interest::none, Interest::write);
-        CHECK(wait_events(selector, 0).empty());
-        pair.second.reset();
-        CHECK(ready_of(wait_events(selector, ready_timeout_ms), pair.first.get()) ==
-              Interest::read_write);
-        selector.watch(pair.first.get(), Interest::write, Interest::none);
+        check_hang_up(selector, pair.first.get(), Interest::write, pair.second);
     }
     SECTION("pipe read end, writer closed") {
         FdPair pipe = corio::test::make_pipe();
-        selector.watch(pipe.first.get(), Interest::none, Interest::read);
-        CHECK(wait_events(selector, 0).empty());
-        pipe.second.reset();
-        CHECK(ready_of(wait_events(selector, ready_timeout_ms), pipe.first.get()) ==
-              Interest::read_write);
-        selector.watch(pipe.first.get(), Interest::read, Interest::none);
+        check_hang_up(selector, pipe.first.get(), Interest::read, pipe.second);
     }
     SECTION("pipe write end, reader closed") {
         FdPair pipe = corio::test::make_pipe();
         corio::test::fill_send_buffer(pipe.second.get());
-        selector.watch(pipe.second.get(), Interest::none, Interest::write);
-        CHECK(wait_events(selector, 0).empty());
-        pipe.first.reset();
-        CHECK(ready_of(wait_events(selector, ready_timeout_ms), pipe.second.get()) ==
-              Interest::read_write);
-        selector.watch(pipe.second.get(), Interest::write, Interest::none);
+        check_hang_up(selector, pipe.second.get(), Interest::write, pipe.first);
     }
     CHECK(wait_events(selector, 0).empty());
 }
@@ -628,10 +620,6 @@ corio::Task<> forget_while_waited(corio::Scheduler& kernel, int fd, bool& woke, 
     CHECK(exit.completed());
 }
 
-corio::Task<> sleep_for(std::chrono::milliseconds length) {
-    co_await corio::Sleep{length};
-}
-
 // The fds an epoll instance watches according to the kernel (/proc/self/fdinfo), or nothing if
 // there is not exactly one epoll fd in this process or /proc is not there.
 std::optional<std::set<int>> kernel_epoll_targets() {
@@ -754,7 +742,7 @@ TEST_CASE("Scheduler: readiness nobody waits for drops the watch", "[selector]")
 
     // Readable while nobody waits: the next look of the selector drops the interest.
     write_byte(pair.second.get());
-    run_bounded(kernel, sleep_for(10ms));
+    run_bounded(kernel, corio::test::sleep_for(10ms));
     CHECK(kernel.stats().watched_fds == 0);
     if (const auto targets = kernel_epoll_targets()) {
         CHECK(targets->empty());

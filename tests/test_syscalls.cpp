@@ -16,35 +16,18 @@
 #include "support/catch.hpp"
 #include "support/counted.hpp"
 #include "support/fd.hpp"
+#include "support/helpers.hpp"
 #include "support/leak_check.hpp"
 #include "support/run_bounded.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
+using namespace corio::test;
 using corio::KillTask;
-using corio::Scheduler;
-using corio::Task;
 using corio::TaskExit;
-using corio::TaskId;
 using corio::WaitTask;
-using corio::test::Counted;
-using corio::test::FrameLeakCheck;
-using corio::test::live_frames;
-using corio::test::require_empty;
-using corio::test::run_until_ended;
 using Outcome = TaskExit::Outcome;
-using Log = std::vector<std::string>;
-
-struct TestError : std::runtime_error {
-    using std::runtime_error::runtime_error;
-};
-
-/// Suspends the caller without registering it anywhere.
-struct Park {
-    bool handle(Scheduler& /*kernel*/, TaskId /*caller*/) noexcept { return true; }
-    void result() const noexcept {}
-};
 
 // A victim that would sleep for a while: long enough that a kill has certainly come first, short
 // enough that a kill that does not happen fails the test instead of hanging it.
@@ -68,12 +51,6 @@ Task<> read_wait_holding(Counted held, int fd, bool& woke) {
 Task<> wait_and_store(TaskId target, TaskExit& out, Log& log, std::string name) {
     out = co_await WaitTask{target};
     log.push_back(name);
-}
-
-Task<> yield_times(int count) {
-    for (int i = 0; i < count; ++i) {
-        co_await corio::Yield{};
-    }
 }
 
 std::string read_string(int fd) {

@@ -15,23 +15,14 @@
 #include "support/catch.hpp"
 #include "support/counted.hpp"
 #include "support/fd.hpp"
+#include "support/helpers.hpp"
 #include "support/leak_check.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
-using corio::Scheduler;
+using namespace corio::test;
 using corio::SystemCall;
-using corio::Task;
-using corio::TaskId;
-using corio::test::Counted;
-using corio::test::FrameLeakCheck;
-using corio::test::require_empty;
-using Log = std::vector<std::string>;
-
-struct TestError : std::runtime_error {
-    using std::runtime_error::runtime_error;
-};
 
 // A registration that must never stay: long enough that staying would show, short enough that it
 // cannot hang a test for long.

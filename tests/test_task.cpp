@@ -14,33 +14,17 @@
 
 #include "support/catch.hpp"
 #include "support/counted.hpp"
+#include "support/helpers.hpp"
 #include "support/leak_check.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
-using corio::Task;
-using corio::test::Counted;
-using corio::test::FrameLeakCheck;
-using corio::test::live_frames;
-using corio::test::require_empty;
-
-struct TestError : std::runtime_error {
-    using std::runtime_error::runtime_error;
-};
-
-Task<> set_flag(bool& flag) {
-    flag = true;
-    co_return;
-}
+using namespace corio::test;
 
 Task<> hold(Counted held, int& seen) {
     seen = held.value();
     co_return;
-}
-
-Task<int> identity(int value) {
-    co_return value;
 }
 
 // Clang may elide the heap allocation of a frame whose whole life it can see (HALO): such a frame
@@ -49,10 +33,6 @@ Task<int> identity(int value) {
 template <class T>
 [[gnu::noinline]] Task<T> escape(Task<T> task) {
     return task;
-}
-
-Task<> nothing() {
-    co_return;
 }
 
 Task<std::unique_ptr<int>> make_unique_int(int value) {

@@ -15,59 +15,17 @@
 
 #include "support/catch.hpp"
 #include "support/counted.hpp"
+#include "support/helpers.hpp"
 #include "support/leak_check.hpp"
 #include "support/run_bounded.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
+using namespace corio::test;
 using corio::KillTask;
-using corio::Scheduler;
 using corio::Sleep;
-using corio::Task;
 using corio::TaskGroup;
-using corio::TaskId;
-using corio::VirtualClock;
-using corio::test::Counted;
-using corio::test::FrameLeakCheck;
-using corio::test::live_frames;
-using corio::test::require_empty;
-using Log = std::vector<std::string>;
-
-struct TestError : std::runtime_error {
-    using std::runtime_error::runtime_error;
-};
-
-std::string what_of(const std::exception_ptr& error) {
-    try {
-        std::rethrow_exception(error);
-    } catch (const std::exception& e) {
-        return e.what();
-    } catch (...) {
-        return "(not a std::exception)";
-    }
-}
-
-// Every failure the kernel reports as "nobody waited for it" lands here; tests check it is empty
-// (a group child's failure belongs to the group) or holds exactly what they expect.
-void record_reports(Scheduler& kernel, Log& reports) {
-    kernel.set_exception_handler([&reports](TaskId /*id*/, const std::exception_ptr& error) {
-        reports.push_back(what_of(error));
-    });
-}
-
-// A child that would sleep long enough that a kill has certainly come first.
-constexpr auto long_sleep = 100s;
-
-Task<> sleep_then_log(Scheduler::Clock::duration length, Log& log, std::string name) {
-    co_await Sleep{length};
-    log.push_back(std::move(name));
-}
-
-Task<int> sleep_then_value(Scheduler::Clock::duration length, int value) {
-    co_await Sleep{length};
-    co_return value;
-}
 
 Task<> sleep_then_throw(Scheduler::Clock::duration length, std::string message) {
     co_await Sleep{length};
@@ -80,18 +38,9 @@ Task<> sleep_holding(Scheduler::Clock::duration length, Counted held, bool& resu
     resumed = held.value() != Counted::destroyed;
 }
 
-Task<> set_flag(bool& flag) {
-    flag = true;
-    co_return;
-}
-
 Task<> set_flag_after(Scheduler::Clock::duration length, bool& flag) {
     co_await Sleep{length};
     flag = true;
-}
-
-Scheduler::Clock::duration elapsed(const VirtualClock& clock, Scheduler::Clock::time_point start) {
-    return clock.now() - start;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -99,9 +48,9 @@ Scheduler::Clock::duration elapsed(const VirtualClock& clock, Scheduler::Clock::
 Task<> spawn_three_and_wait(TaskGroup& group, Log& log, std::vector<TaskId>& ids,
                             std::vector<std::size_t>& sizes, TaskId& parent) {
     parent = co_await corio::GetTid{};
-    ids.push_back(co_await group.spawn(sleep_then_log(1s, log, "one")));
-    ids.push_back(co_await group.spawn(sleep_then_log(3s, log, "three")));
-    ids.push_back(co_await group.spawn(sleep_then_log(2s, log, "two")));
+    ids.push_back(co_await group.spawn(log_after(1s, log, "one")));
+    ids.push_back(co_await group.spawn(log_after(3s, log, "three")));
+    ids.push_back(co_await group.spawn(log_after(2s, log, "two")));
     sizes.push_back(group.size());
     co_await group.wait();
     sizes.push_back(group.size());
@@ -197,7 +146,7 @@ Task<> spawn_value_tasks(int& spawned) {
         co_await group.spawn(give_value(i)); // a value-returning child: the value is dropped
         ++spawned;
     }
-    co_await group.spawn(sleep_then_value(1s, 7));
+    co_await group.spawn(value_after(1s, 7));
     co_await group.wait();
 }
 
@@ -321,11 +270,6 @@ Task<> fail_and_never_wait(TaskId& me, bool return_early) {
     TaskGroup group;
     co_await group.spawn(sleep_then_throw(1s, "unreceived"));
     co_await Sleep{return_early ? 2s : long_sleep};
-}
-
-Task<> kill_after(Scheduler::Clock::duration delay, const TaskId& victim) {
-    co_await Sleep{delay};
-    co_await KillTask{victim};
 }
 
 TEST_CASE("task_group: a child failure the parent never receives is reported once, never dropped",
@@ -471,7 +415,7 @@ TEST_CASE("task_group: killing the parent while it waits kills every child befor
 Task<> group_with_victim(TaskId& victim, Log& log, bool& victim_resumed) {
     TaskGroup group;
     victim = co_await group.spawn(sleep_holding(5s, Counted(1), victim_resumed));
-    co_await group.spawn(sleep_then_log(2s, log, "other child"));
+    co_await group.spawn(log_after(2s, log, "other child"));
     co_await group.wait();
     log.push_back("waited");
 }
@@ -508,7 +452,7 @@ Task<> cancel_then_reuse(std::size_t& size_after_cancel, long& alive_after_cance
     group.cancel();
     size_after_cancel = group.size();
     alive_after_cancel = Counted::alive();
-    co_await group.spawn(sleep_then_log(1s, log, "spawned after cancel"));
+    co_await group.spawn(log_after(1s, log, "spawned after cancel"));
     co_await group.wait(); // the cancelled children are not failures
     log.push_back("waited");
 }
@@ -564,7 +508,7 @@ TEST_CASE("task_group: only the parent may wait, a child that tries gets std::lo
 
 Task<> spawn_sibling(TaskGroup& group, Log& log) {
     co_await Sleep{1s};
-    co_await group.spawn(sleep_then_log(2s, log, "sibling"));
+    co_await group.spawn(log_after(2s, log, "sibling"));
     log.push_back("spawner");
 }
 
@@ -590,7 +534,7 @@ TEST_CASE("task_group: children may spawn siblings, wait waits for those too", "
 Task<> parent_publishing_group(TaskGroup*& published, Log& log) {
     TaskGroup group;
     published = &group;
-    co_await group.spawn(sleep_then_log(1s, log, "child"));
+    co_await group.spawn(log_after(1s, log, "child"));
     co_await group.wait();
     published = nullptr;
     log.push_back("waited");
@@ -603,7 +547,7 @@ Task<> late_spawner(TaskGroup*& published, Log& log) {
     if (published == nullptr) {
         co_return;
     }
-    co_await published->spawn(sleep_then_log(1s, log, "late child"));
+    co_await published->spawn(log_after(1s, log, "late child"));
 }
 
 TEST_CASE(
@@ -690,7 +634,7 @@ TEST_CASE("task_group: destroying the Scheduler destroys the parent, the group a
 
 Task<> wait_with_deadline(bool& timed_out, std::size_t& size_after_timeout, Log& log) {
     TaskGroup group;
-    co_await group.spawn(sleep_then_log(3s, log, "child"));
+    co_await group.spawn(log_after(3s, log, "child"));
     try {
         co_await corio::timeout_after(1s, group.wait());
     } catch (const corio::TimeoutError&) {

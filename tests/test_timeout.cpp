@@ -29,48 +29,25 @@
 #include "support/catch.hpp"
 #include "support/counted.hpp"
 #include "support/fd.hpp"
+#include "support/helpers.hpp"
 #include "support/leak_check.hpp"
 #include "support/run_bounded.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
-using corio::Scheduler;
-using corio::Task;
-using corio::TaskId;
+using namespace corio::test;
 using corio::TimeoutError;
-using corio::VirtualClock;
-using corio::test::Counted;
-using corio::test::FrameLeakCheck;
-using corio::test::require_empty;
 using Clock = Scheduler::Clock;
-using Log = std::vector<std::string>;
-
-struct TestError : std::runtime_error {
-    using std::runtime_error::runtime_error;
-};
 
 // ---- operations to bound ------------------------------------------------------------------------
-
-Task<int> sleep_then(Clock::duration length, int value) {
-    co_await corio::Sleep{length};
-    co_return value;
-}
+// (and value_after, sleep_for and throw_after, from support/helpers.hpp)
 
 // Holds a Counted as a parameter and one as a local while it sleeps.
 Task<int> sleep_holding(Counted held, Clock::duration length) {
     Counted local(2);
     co_await corio::Sleep{length};
     co_return held.value() + local.value();
-}
-
-Task<> sleep_void(Clock::duration length) {
-    co_await corio::Sleep{length};
-}
-
-Task<int> fail_after(Clock::duration length, std::string message) {
-    co_await corio::Sleep{length};
-    throw TestError(message);
 }
 
 Task<int> immediate(int value) {
@@ -116,7 +93,7 @@ struct ValueRun {
 Task<ValueRun> bounded_sleep(Scheduler& kernel, Clock::duration timeout, Clock::duration length) {
     ValueRun run;
     const auto start = kernel.now();
-    run.value = co_await corio::timeout_after(timeout, sleep_then(length, 42));
+    run.value = co_await corio::timeout_after(timeout, value_after(length, 42));
     run.elapsed = kernel.now() - start;
     run.timers_after = kernel.stats().timers;
     co_return run;
@@ -214,7 +191,7 @@ namespace {
 Task<std::string> failure_inside(Scheduler& kernel, std::size_t& timers_after) {
     std::string what;
     try {
-        (void)co_await corio::timeout_after(1h, fail_after(5ms, "own failure"));
+        (void)co_await corio::timeout_after(1h, throw_after(5ms, "own failure"));
     } catch (const TimeoutError&) {
         what = "timeout";
     } catch (const TestError& e) {
@@ -258,23 +235,23 @@ Task<IgnoreRun> ignore_variants(Scheduler& kernel) {
     IgnoreRun run;
     const auto start = kernel.now();
     auto mark = [&] { run.times.push_back(kernel.now() - start); };
-    run.in_time = co_await corio::ignore_after(20ms, sleep_then(10ms, 7)); // +10
+    run.in_time = co_await corio::ignore_after(20ms, value_after(10ms, 7)); // +10
     mark();
-    run.too_late = co_await corio::ignore_after(20ms, sleep_then(1h, 8)); // +20
+    run.too_late = co_await corio::ignore_after(20ms, value_after(1h, 8)); // +20
     mark();
-    run.at_in_time = co_await corio::ignore_at(kernel.now() + 5ms, sleep_then(1ms, 9)); // +1
+    run.at_in_time = co_await corio::ignore_at(kernel.now() + 5ms, value_after(1ms, 9)); // +1
     mark();
-    run.at_too_late = co_await corio::ignore_at(kernel.now() + 5ms, sleep_then(1h, 10)); // +5
+    run.at_too_late = co_await corio::ignore_at(kernel.now() + 5ms, value_after(1h, 10)); // +5
     mark();
-    run.void_in_time = co_await corio::ignore_after(10ms, sleep_void(3ms)); // +3
+    run.void_in_time = co_await corio::ignore_after(10ms, sleep_for(3ms)); // +3
     mark();
-    run.void_too_late = co_await corio::ignore_after(10ms, sleep_void(1h)); // +10
+    run.void_too_late = co_await corio::ignore_after(10ms, sleep_for(1h)); // +10
     mark();
     run.syscall_in_time = co_await corio::ignore_after(10ms, corio::Sleep{2ms}); // +2
     mark();
     run.syscall_too_late = co_await corio::ignore_after(10ms, corio::Sleep{1h}); // +10
     mark();
-    co_await corio::timeout_after(10ms, sleep_void(4ms)); // +4; gives nothing (void)
+    co_await corio::timeout_after(10ms, sleep_for(4ms)); // +4; gives nothing (void)
     run.void_timeout_after_returned = true;
     mark();
     CHECK(kernel.stats().timers == 0);
@@ -314,9 +291,9 @@ struct AtRun {
 
 Task<AtRun> absolute_deadlines(Scheduler& kernel, Clock::time_point start) {
     AtRun run;
-    run.in_time = co_await corio::timeout_at(start + 25ms, sleep_then(10ms, 3)); // ends at +10
+    run.in_time = co_await corio::timeout_at(start + 25ms, value_after(10ms, 3)); // ends at +10
     try {
-        (void)co_await corio::timeout_at(start + 25ms, sleep_then(1h, 4)); // same deadline: +25
+        (void)co_await corio::timeout_at(start + 25ms, value_after(1h, 4)); // same deadline: +25
     } catch (const TimeoutError&) {
         run.timed_out = true;
         run.timed_out_at = kernel.now() - start;
@@ -680,6 +657,7 @@ struct BusyRun {
     Clock::duration caught_at{};
 };
 
+// The deadline passes during "CPU work" (the clock moves while the task runs, without an await).
 Task<> work_then_sleep(VirtualClock& clock, Log& log) {
     clock.advance(25ms); // CPU work that takes longer than the deadline
     log.emplace_back("work done");
@@ -687,6 +665,8 @@ Task<> work_then_sleep(VirtualClock& clock, Log& log) {
     log.emplace_back("slept");
 }
 
+// The deadline passes while the task is ready (it yielded): the Yield is not taken back; the
+// wait after it ends at once.
 Task<> work_then_yield_then_sleep(VirtualClock& clock, Log& log) {
     clock.advance(25ms);
     co_await corio::Yield{}; // the deadline expires while this task is in the ready queue
@@ -695,23 +675,12 @@ Task<> work_then_yield_then_sleep(VirtualClock& clock, Log& log) {
     log.emplace_back("slept");
 }
 
-// The deadline passes during "CPU work" (the clock moves while the task runs, without an await).
-Task<> busy_past_deadline(VirtualClock& clock, BusyRun& run) {
+// Runs `work` (which logs to run.log) under a 10 ms deadline, logs "timed out" when the deadline
+// ends it, and notes when that was.
+Task<> with_10ms_deadline(VirtualClock& clock, BusyRun& run, Task<> work) {
     const auto start = clock.now();
     try {
-        co_await corio::timeout_after(10ms, work_then_sleep(clock, run.log));
-    } catch (const TimeoutError&) {
-        run.log.emplace_back("timed out");
-    }
-    run.caught_at = clock.now() - start;
-}
-
-// The deadline passes while the task is ready (it yielded): the Yield is not taken back; the
-// wait after it ends at once.
-Task<> deadline_while_ready(VirtualClock& clock, BusyRun& run) {
-    const auto start = clock.now();
-    try {
-        co_await corio::timeout_after(10ms, work_then_yield_then_sleep(clock, run.log));
+        co_await corio::timeout_after(10ms, std::move(work));
     } catch (const TimeoutError&) {
         run.log.emplace_back("timed out");
     }
@@ -725,11 +694,12 @@ TEST_CASE("A deadline that passes during CPU work ends the next wait at once", "
     Scheduler kernel(clock);
     BusyRun run;
     SECTION("the next wait is a Sleep") {
-        kernel.run_until_complete(busy_past_deadline(clock, run));
+        kernel.run_until_complete(with_10ms_deadline(clock, run, work_then_sleep(clock, run.log)));
         CHECK(run.log == Log{"work done", "timed out"});
     }
     SECTION("the task yields first: the Yield completes, the wait after it times out") {
-        kernel.run_until_complete(deadline_while_ready(clock, run));
+        kernel.run_until_complete(
+            with_10ms_deadline(clock, run, work_then_yield_then_sleep(clock, run.log)));
         CHECK(run.log == Log{"yield returned", "timed out"});
     }
     CHECK(run.caught_at == 25ms); // no more virtual time passed after the work
@@ -952,7 +922,7 @@ namespace {
 Task<> many_scopes_in_a_row(Scheduler& kernel, int& timeouts, int& values) {
     for (int i = 0; i < 200; ++i) {
         const std::optional<int> got = co_await corio::ignore_after(
-            std::chrono::milliseconds(i % 7), sleep_then(std::chrono::milliseconds(i % 5), i));
+            std::chrono::milliseconds(i % 7), value_after(std::chrono::milliseconds(i % 5), i));
         (got ? values : timeouts) += 1;
         CHECK(kernel.stats().timers == 0);
     }
@@ -1022,11 +992,6 @@ namespace {
 Task<> sit_in_timeouts(Log& log) {
     Noted frame(log, "sitter");
     (void)co_await corio::timeout_after(1h, corio::ignore_after(2h, sleep_holding(Counted(1), 3h)));
-}
-
-Task<> stop_now(Scheduler& kernel) {
-    kernel.stop();
-    co_return;
 }
 } // namespace
 

@@ -18,70 +18,15 @@
 
 #include "support/catch.hpp"
 #include "support/counted.hpp"
+#include "support/helpers.hpp"
 #include "support/leak_check.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
+using namespace corio::test;
 using corio::KillTask;
-using corio::Scheduler;
 using corio::Sleep;
-using corio::Task;
-using corio::TaskId;
-using corio::VirtualClock;
-using corio::test::Counted;
-using corio::test::FrameLeakCheck;
-using corio::test::require_empty;
-using Duration = Scheduler::Clock::duration;
-using Log = std::vector<std::string>;
-
-struct TestError : std::runtime_error {
-    using std::runtime_error::runtime_error;
-};
-
-std::string what_of(const std::exception_ptr& error) {
-    try {
-        std::rethrow_exception(error);
-    } catch (const std::exception& e) {
-        return e.what();
-    } catch (...) {
-        return "(not a std::exception)";
-    }
-}
-
-void record_reports(Scheduler& kernel, Log& reports) {
-    kernel.set_exception_handler([&reports](TaskId /*id*/, const std::exception_ptr& error) {
-        reports.push_back(what_of(error));
-    });
-}
-
-constexpr auto long_sleep = 100s;
-
-Duration elapsed(const VirtualClock& clock, Scheduler::Clock::time_point start) {
-    return clock.now() - start;
-}
-
-template <class T>
-Task<T> value_after(Duration length, T value) {
-    co_await Sleep{length};
-    co_return value;
-}
-
-Task<> log_after(Duration length, Log& log, std::string name) {
-    co_await Sleep{length};
-    log.push_back(std::move(name));
-}
-
-Task<int> throw_after(Duration length, std::string message) {
-    co_await Sleep{length};
-    throw TestError(message);
-}
-
-Task<int> hold_and_sleep(Duration length, Counted held, bool& resumed) {
-    co_await Sleep{length};
-    resumed = true;
-    co_return held.value();
-}
 
 Task<TaskId> my_id() {
     co_return co_await corio::GetTid{};
@@ -154,11 +99,6 @@ TEST_CASE("when_all: a vector of void tasks gives Task<> and waits for all", "[w
     CHECK(log == Log{"b", "a", "c", "done"});
     CHECK(elapsed(clock, start) == 3s);
     require_empty(kernel);
-}
-
-Task<> set_flag(bool& flag) {
-    flag = true;
-    co_return;
 }
 
 Task<> empty_vectors(const bool& sibling_ran, bool& ran_before, std::size_t& size,
@@ -303,11 +243,6 @@ TEST_CASE("when_all: a failure in the variadic form kills the others before it i
     CHECK_FALSE(resumed);
     CHECK(reports.empty());
     require_empty(kernel);
-}
-
-Task<> kill_after(Duration delay, const TaskId& victim) {
-    co_await Sleep{delay};
-    co_await KillTask{victim};
 }
 
 Task<int> publish_id_then_sleep(TaskId& out, Counted held) {
@@ -457,16 +392,6 @@ TEST_CASE("when_all: nests with when_all and when_any", "[when_all]") {
     CHECK(std::get<2>(out) == 5);
     CHECK(elapsed(clock, start) == 2s);
     require_empty(kernel);
-}
-
-struct NoDefault {
-    explicit NoDefault(int initial) : value(initial) {}
-    int value;
-};
-
-Task<NoDefault> make_no_default(Duration length, int value) {
-    co_await Sleep{length};
-    co_return NoDefault(value);
 }
 
 Task<> all_no_default(int& sum) {

@@ -16,70 +16,17 @@
 #include "support/catch.hpp"
 #include "support/counted.hpp"
 #include "support/fd.hpp"
+#include "support/helpers.hpp"
 #include "support/leak_check.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
+using namespace corio::test;
 using corio::KillTask;
-using corio::Scheduler;
 using corio::Sleep;
-using corio::Task;
-using corio::TaskId;
-using corio::VirtualClock;
 using corio::WhenAny;
-using corio::test::Counted;
-using corio::test::FrameLeakCheck;
-using corio::test::require_empty;
 using Duration = Scheduler::Clock::duration;
-using Log = std::vector<std::string>;
-
-struct TestError : std::runtime_error {
-    using std::runtime_error::runtime_error;
-};
-
-std::string what_of(const std::exception_ptr& error) {
-    try {
-        std::rethrow_exception(error);
-    } catch (const std::exception& e) {
-        return e.what();
-    } catch (...) {
-        return "(not a std::exception)";
-    }
-}
-
-void record_reports(Scheduler& kernel, Log& reports) {
-    kernel.set_exception_handler([&reports](TaskId /*id*/, const std::exception_ptr& error) {
-        reports.push_back(what_of(error));
-    });
-}
-
-constexpr auto long_sleep = 100s;
-
-Duration elapsed(const VirtualClock& clock, Scheduler::Clock::time_point start) {
-    return clock.now() - start;
-}
-
-template <class T>
-Task<T> value_after(Duration length, T value) {
-    co_await Sleep{length};
-    co_return value;
-}
-
-Task<> sleep_for(Duration length) {
-    co_await Sleep{length};
-}
-
-Task<int> throw_after(Duration length, std::string message) {
-    co_await Sleep{length};
-    throw TestError(message);
-}
-
-Task<int> hold_and_sleep(Duration length, Counted held, bool& resumed) {
-    co_await Sleep{length};
-    resumed = true;
-    co_return held.value();
-}
 
 // Waits for `fd` to be readable. The deadline only bounds the test if when_any ever failed to kill
 // a loser (virtual time would jump to it instead of the loop blocking on the fd forever).
@@ -275,11 +222,6 @@ Task<int> publish_id_then_sleep(TaskId& out, Duration length, int value) {
     co_return value;
 }
 
-Task<> kill_after(Duration delay, const TaskId& victim) {
-    co_await Sleep{delay};
-    co_await KillTask{victim};
-}
-
 Task<> race_with_victim(TaskId& victim, WhenAny<int>& out) {
     std::vector<Task<int>> tasks;
     tasks.push_back(publish_id_then_sleep(victim, 2s, 1)); // would win, but is killed at 1 s
@@ -447,16 +389,6 @@ TEST_CASE("when_any: a task woken by an fd wins over sleepers, which are killed"
     CHECK(Counted::alive() == 0);
     kernel.forget_fd(pair.first.get());
     require_empty(kernel);
-}
-
-struct NoDefault {
-    explicit NoDefault(int initial) : value(initial) {}
-    int value;
-};
-
-Task<NoDefault> make_no_default(Duration length, int value) {
-    co_await Sleep{length};
-    co_return NoDefault(value);
 }
 
 Task<> race_no_default(int& from_vector, int& from_variadic) {
