@@ -27,14 +27,18 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <coroutine>
+#include <ranges>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <type_traits>
 #include <utility>
 
 namespace corio {
@@ -50,21 +54,28 @@ namespace detail {
     throw std::system_error(error, std::system_category(), "corio: " + what);
 }
 
+// What an AsyncSocket holds. Its operations point at it rather than copy it: they live in the
+// awaiting frame (twice, with GCC 12: the operand and the awaiter), so every word counts.
+struct SocketState {
+    int fd = -1;
+    bool drained = false; // the last recv emptied the receive queue: the next one waits first
+    Scheduler* kernel = nullptr; // the Scheduler it waited in: closing unregisters the fd there
+};
+
 // Waits until the socket's fd is ready for `interest`, and tells the socket which kernel that is.
 struct SocketWait {
-    SocketWait(int waited_fd, Interest direction, Scheduler*& kernel_slot) noexcept
-        : fd(waited_fd), interest(direction), kernel(&kernel_slot) {}
+    SocketWait(SocketState& waiting, Interest direction) noexcept
+        : socket(&waiting), interest(direction) {}
 
-    int fd;
+    SocketState* socket;
     Interest interest;
-    Scheduler** kernel;
 
     bool handle(Scheduler& scheduler, TaskId /*caller*/) {
-        *kernel = &scheduler;
+        socket->kernel = &scheduler;
         if (interest == Interest::read) {
-            scheduler.wait_for_read(fd);
+            scheduler.wait_for_read(socket->fd);
         } else {
-            scheduler.wait_for_write(fd);
+            scheduler.wait_for_write(socket->fd);
         }
         return true;
     }
@@ -73,23 +84,44 @@ struct SocketWait {
 
 inline bool would_block(int error) noexcept { return error == EAGAIN || error == EWOULDBLOCK; }
 
-// A socket operation awaited without a coroutine frame. Derived supplies `bool attempt()` (try the
-// system call once, EINTR aside: true when the operation is over, with a result or an error; false
-// on EAGAIN) and `outcome()`; `attempt()` runs in await_ready, and on readiness in the kernel.
+// A byte buffer a socket operation takes by reference (no temporary span in the awaiting frame).
+template <class Buffer>
+using ByteOf = std::remove_cv_t<std::ranges::range_value_t<Buffer>>;
+template <class Buffer, class Byte>
+concept ByteRange = std::ranges::contiguous_range<Buffer> && std::ranges::sized_range<Buffer> &&
+                    (std::same_as<ByteOf<Buffer>, std::byte> || std::same_as<ByteOf<Buffer>, char>) &&
+                    std::convertible_to<std::ranges::range_reference_t<Buffer>, Byte&>;
+template <class Buffer>
+concept WritableBytes = ByteRange<Buffer, ByteOf<Buffer>> &&
+                        std::ranges::borrowed_range<Buffer>; // not a temporary container
+template <class Buffer>
+concept ReadableBytes = ByteRange<Buffer, const ByteOf<Buffer>> &&
+                        !std::convertible_to<Buffer, std::string_view>; // text: send(string_view)
+
+template <class Buffer>
+std::byte* bytes_of(Buffer& buffer) noexcept {
+    return reinterpret_cast<std::byte*>(std::ranges::data(buffer));
+}
+template <class Buffer>
+const std::byte* const_bytes_of(const Buffer& buffer) noexcept {
+    return reinterpret_cast<const std::byte*>(std::ranges::data(buffer));
+}
+
+// A socket operation awaited without a coroutine frame. Derived supplies `direction`, `bool
+// attempt()` (try the system call once, EINTR aside: true when the operation is over, with a
+// result or an error; false on EAGAIN), `bool done()` (an attempt completed it) and `outcome()`;
+// `attempt()` runs in await_ready, and on readiness in the kernel.
 // (Not a SystemCall: it is an awaitable of its own, which traps through Scheduler::enter itself.)
 template <class Derived>
 class SocketOperation {
 public:
-    SocketOperation(int fd, Interest direction, Scheduler*& kernel_slot) noexcept
-        : fd_(fd), direction_(direction), socket_kernel_(&kernel_slot) {}
+    explicit SocketOperation(SocketState& socket) noexcept : socket_(&socket) {}
     // Movable only because GCC 12 moves a co_await operand into the frame; it is never moved
     // once awaited (the kernel holds its address while the task waits).
     SocketOperation(SocketOperation&&) noexcept = default;
     SocketOperation& operator=(SocketOperation&&) = delete;
 
-    bool await_ready() {
-        return !self().wait_first() && (done_ = self().attempt());
-    }
+    bool await_ready() { return !self().wait_first() && self().attempt(); }
 
     template <class Promise>
     bool await_suspend(std::coroutine_handle<Promise> caller) {
@@ -97,16 +129,17 @@ public:
         if (kernel == nullptr) {
             throw std::logic_error("corio: a socket operation was awaited outside a Scheduler's task");
         }
-        kernel_ = kernel;
-        *socket_kernel_ = kernel;
+        socket_->kernel = kernel;
         return kernel->enter(*this, caller);
     }
 
     decltype(auto) await_resume() {
-        if (kernel_ != nullptr) {
-            kernel_->throw_if_interrupted(); // a deadline ended the wait
+        // A deadline may have ended the wait. (Asked whether or not this operation waited: a task
+        // that did not suspend has no interruption pending, and a flag would cost the frame.)
+        if (socket_->kernel != nullptr) {
+            socket_->kernel->throw_if_interrupted();
         }
-        if (!done_ && !self().attempt()) { // woken without a completed attempt: the fd was forgotten
+        if (!self().done() && !self().attempt()) { // woken, not completed: the fd was forgotten
             throw_errno(EAGAIN, self().name());
         }
         return self().outcome();
@@ -114,62 +147,65 @@ public:
 
     // The trap (Scheduler::enter): wait for the fd with our retry.
     bool handle(Scheduler& kernel, TaskId /*caller*/) {
-        kernel.wait_for_io(fd_, direction_, &retry, this);
+        kernel.wait_for_io(socket_->fd, Derived::direction, &retry, this);
         return true;
     }
 
 protected:
-    int fd_;
+    SocketState* socket_;
 
 private:
     static bool retry(void* operation) {
-        auto& self = *static_cast<Derived*>(static_cast<SocketOperation*>(operation));
-        return self.done_ = self.attempt();
+        return static_cast<Derived*>(static_cast<SocketOperation*>(operation))->attempt();
     }
     Derived& self() noexcept { return static_cast<Derived&>(*this); }
-
-    Interest direction_;
-    Scheduler** socket_kernel_;
-    Scheduler* kernel_ = nullptr;
-    bool done_ = false;
 };
 
 class RecvOperation : public SocketOperation<RecvOperation> {
 public:
-    RecvOperation(int fd, std::span<std::byte> buffer, bool& drained, Scheduler*& kernel_slot) noexcept
-        : SocketOperation(fd, Interest::read, kernel_slot), buffer_(buffer), drained_(&drained) {}
+    static constexpr Interest direction = Interest::read;
 
-    bool wait_first() const noexcept { return *drained_ && !buffer_.empty(); }
+    RecvOperation(SocketState& socket, std::byte* data, std::size_t size) noexcept
+        : SocketOperation(socket), data_(data), size_(size) {}
+
+    bool wait_first() const noexcept { return socket_->drained && size_ != 0; }
     bool attempt() noexcept {
-        if (buffer_.empty()) {
-            return true; // 0 at once: the kernel would answer EAGAIN while nothing is pending
+        if (size_ == 0) {
+            result_ = 0; // 0 at once: the kernel would answer EAGAIN while nothing is pending
+            return true;
         }
         for (;;) {
-            count_ = ::recv(fd_, buffer_.data(), buffer_.size(), 0);
-            if (count_ >= 0) {
+            const ssize_t count = ::recv(socket_->fd, data_, size_, 0);
+            if (count >= 0) {
+                result_ = count;
                 return true;
             }
             if (errno != EINTR) {
-                error_ = errno;
-                return !would_block(error_);
+                if (would_block(errno)) {
+                    return false;
+                }
+                result_ = -errno;
+                return true;
             }
         }
     }
+    bool done() const noexcept { return result_ != pending; }
     std::size_t outcome() {
-        if (count_ < 0) {
-            throw_errno(error_, "recv");
+        if (result_ < 0) {
+            throw_errno(static_cast<int>(-result_), "recv");
         }
-        const auto received = static_cast<std::size_t>(count_);
-        *drained_ = received > 0 && received < buffer_.size();
+        const auto received = static_cast<std::size_t>(result_);
+        socket_->drained = received > 0 && received < size_;
         return received;
     }
     static const char* name() noexcept { return "recv"; }
 
 private:
-    std::span<std::byte> buffer_;
-    bool* drained_;
-    ssize_t count_ = 0;
-    int error_ = 0;
+    static constexpr ssize_t pending = -1 - static_cast<ssize_t>(INT_MAX); // below every -errno
+
+    std::byte* data_;
+    std::size_t size_;
+    ssize_t result_ = pending; // bytes received, or -errno (one field for both: see SocketState)
 };
 
 #if defined(MSG_NOSIGNAL)
@@ -182,26 +218,29 @@ inline constexpr int send_flags = 0; // SO_NOSIGPIPE is set on the socket instea
 template <bool All>
 class SendOperation : public SocketOperation<SendOperation<All>> {
 public:
-    SendOperation(int fd, std::span<const std::byte> data, Scheduler*& kernel_slot) noexcept
-        : SocketOperation<SendOperation<All>>(fd, Interest::write, kernel_slot), data_(data) {}
+    static constexpr Interest direction = Interest::write;
+
+    SendOperation(SocketState& socket, const std::byte* data, std::size_t size) noexcept
+        : SocketOperation<SendOperation<All>>(socket), data_(data), size_(size) {}
 
     static bool wait_first() noexcept { return false; }
     bool attempt() noexcept {
-        while (sent_ < data_.size()) {
+        while (sent_ < size_) {
             const ssize_t count =
-                ::send(this->fd_, data_.data() + sent_, data_.size() - sent_, send_flags);
+                ::send(this->socket_->fd, data_ + sent_, size_ - sent_, send_flags);
             if (count >= 0) {
                 sent_ += static_cast<std::size_t>(count);
                 if (!All) {
-                    return true;
+                    return done_ = true;
                 }
             } else if (errno != EINTR) {
                 error_ = errno;
-                return !would_block(error_);
+                return done_ = !would_block(error_);
             }
         }
-        return true;
+        return done_ = true;
     }
+    bool done() const noexcept { return done_; }
     auto outcome() {
         if (error_ != 0 && !would_block(error_) && (All || sent_ == 0)) {
             throw_errno(error_, "send");
@@ -213,9 +252,11 @@ public:
     static const char* name() noexcept { return "send"; }
 
 private:
-    std::span<const std::byte> data_;
+    const std::byte* data_;
+    std::size_t size_;
     std::size_t sent_ = 0;
     int error_ = 0;
+    bool done_ = false;
 };
 
 inline int open_socket(int family) {
@@ -249,16 +290,12 @@ class AsyncSocket {
 public:
     AsyncSocket() noexcept = default;
     /// Adopts `fd`, which must be a non-blocking socket.
-    explicit AsyncSocket(int fd) noexcept : fd_(fd) {}
-    AsyncSocket(AsyncSocket&& other) noexcept
-        : fd_(std::exchange(other.fd_, -1)), kernel_(std::exchange(other.kernel_, nullptr)),
-          drained_(std::exchange(other.drained_, false)) {}
+    explicit AsyncSocket(int fd) noexcept { state_.fd = fd; }
+    AsyncSocket(AsyncSocket&& other) noexcept : state_(std::exchange(other.state_, {})) {}
     AsyncSocket& operator=(AsyncSocket&& other) noexcept {
         if (this != &other) {
             close();
-            fd_ = std::exchange(other.fd_, -1);
-            kernel_ = std::exchange(other.kernel_, nullptr);
-            drained_ = std::exchange(other.drained_, false);
+            state_ = std::exchange(other.state_, {});
         }
         return *this;
     }
@@ -272,13 +309,13 @@ public:
         const SocketAddress address = SocketAddress::parse(host, port);
         AsyncSocket socket(detail::open_socket(address.family()));
         int on = 1;
-        if (::setsockopt(socket.fd_, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) < 0) {
+        if (::setsockopt(socket.state_.fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) < 0) {
             detail::throw_errno(errno, "setsockopt(SO_REUSEADDR)");
         }
-        if (::bind(socket.fd_, address.data(), address.size()) < 0) {
+        if (::bind(socket.state_.fd, address.data(), address.size()) < 0) {
             detail::throw_errno(errno, "bind to " + address.to_string());
         }
-        if (::listen(socket.fd_, backlog) < 0) {
+        if (::listen(socket.state_.fd, backlog) < 0) {
             detail::throw_errno(errno, "listen on " + address.to_string());
         }
         return socket;
@@ -289,14 +326,14 @@ public:
     static Task<AsyncSocket> connect(std::string host, std::uint16_t port) {
         const SocketAddress address = SocketAddress::parse(host, port);
         AsyncSocket socket(detail::open_socket(address.family()));
-        if (::connect(socket.fd_, address.data(), address.size()) < 0) {
+        if (::connect(socket.state_.fd, address.data(), address.size()) < 0) {
             if (errno != EINPROGRESS && errno != EINTR) { // EINTR: it goes on in the background
                 detail::throw_errno(errno, "connect to " + address.to_string());
             }
             co_await socket.wait(Interest::write);
             int error = 0;
             socklen_t size = sizeof error;
-            if (::getsockopt(socket.fd_, SOL_SOCKET, SO_ERROR, &error, &size) < 0) {
+            if (::getsockopt(socket.state_.fd, SOL_SOCKET, SO_ERROR, &error, &size) < 0) {
                 error = errno;
             }
             if (error != 0) {
@@ -326,26 +363,41 @@ public:
 
     /// `co_await socket.recv(buffer)`: reads up to `buffer.size()` bytes and gives how many; 0
     /// means the peer closed its end (or the buffer is empty). The buffer must live until then.
-    [[nodiscard]] detail::RecvOperation recv(std::span<std::byte> buffer) noexcept {
-        return {fd_, buffer, drained_, kernel_};
+    /// Any contiguous buffer of std::byte or char (std::array, std::vector, std::span, a C
+    /// array...) is taken by reference.
+    template <class Buffer>
+        requires detail::WritableBytes<Buffer>
+    [[nodiscard]] detail::RecvOperation recv(Buffer&& buffer) noexcept {
+        return {state_, detail::bytes_of(buffer), std::ranges::size(buffer)};
     }
-    [[nodiscard]] detail::RecvOperation recv(std::span<char> buffer) noexcept {
-        return recv(std::as_writable_bytes(buffer));
+    [[nodiscard]] detail::RecvOperation recv(std::span<std::byte> buffer) noexcept {
+        return {state_, buffer.data(), buffer.size()};
     }
 
     /// `co_await socket.send(data)`: writes what the kernel takes now (at least one byte, unless
-    /// `data` is empty) and gives how many.
+    /// `data` is empty) and gives how many. Text (anything that converts to std::string_view)
+    /// goes without its terminating NUL; other contiguous buffers of std::byte or char go whole.
+    template <class Buffer>
+        requires detail::ReadableBytes<Buffer>
+    [[nodiscard]] detail::SendOperation<false> send(const Buffer& data) noexcept {
+        return {state_, detail::const_bytes_of(data), std::ranges::size(data)};
+    }
     [[nodiscard]] detail::SendOperation<false> send(std::span<const std::byte> data) noexcept {
-        return {fd_, data, kernel_};
+        return {state_, data.data(), data.size()};
     }
     [[nodiscard]] detail::SendOperation<false> send(std::string_view data) noexcept {
         return send(std::as_bytes(std::span(data)));
     }
 
     /// `co_await socket.send_all(data)`: writes all of `data`, waiting while the peer is slow to
-    /// read (that is the backpressure). The data must live until then.
+    /// read (that is the backpressure). The data must live until then. Takes what send takes.
+    template <class Buffer>
+        requires detail::ReadableBytes<Buffer>
+    [[nodiscard]] detail::SendOperation<true> send_all(const Buffer& data) noexcept {
+        return {state_, detail::const_bytes_of(data), std::ranges::size(data)};
+    }
     [[nodiscard]] detail::SendOperation<true> send_all(std::span<const std::byte> data) noexcept {
-        return {fd_, data, kernel_};
+        return {state_, data.data(), data.size()};
     }
     [[nodiscard]] detail::SendOperation<true> send_all(std::string_view data) noexcept {
         return send_all(std::as_bytes(std::span(data)));
@@ -353,25 +405,25 @@ public:
 
     /// Sends FIN: the peer reads end-of-stream; this side can still read.
     void shutdown_write() {
-        if (::shutdown(fd_, SHUT_WR) < 0) {
+        if (::shutdown(state_.fd, SHUT_WR) < 0) {
             detail::throw_errno(errno, "shutdown");
         }
     }
 
     /// Unregisters the fd from the Scheduler it waited in, then closes it. Idempotent.
     void close() noexcept {
-        if (fd_ >= 0) {
-            if (kernel_ != nullptr) {
-                kernel_->forget_fd(fd_);
+        if (state_.fd >= 0) {
+            if (state_.kernel != nullptr) {
+                state_.kernel->forget_fd(state_.fd);
             }
-            ::close(fd_);
-            fd_ = -1;
+            ::close(state_.fd);
+            state_.fd = -1;
         }
-        kernel_ = nullptr;
+        state_.kernel = nullptr;
     }
 
-    [[nodiscard]] bool is_open() const noexcept { return fd_ >= 0; }
-    [[nodiscard]] int fd() const noexcept { return fd_; }
+    [[nodiscard]] bool is_open() const noexcept { return state_.fd >= 0; }
+    [[nodiscard]] int fd() const noexcept { return state_.fd; }
 
     [[nodiscard]] SocketAddress local_address() const { return address_of(::getsockname, "getsockname"); }
     [[nodiscard]] SocketAddress peer_address() const { return address_of(::getpeername, "getpeername"); }
@@ -384,21 +436,19 @@ public:
     [[nodiscard]] detail::SocketWait wait_writable() noexcept { return wait(Interest::write); }
 
 private:
-    detail::SocketWait wait(Interest interest) noexcept { return {fd_, interest, kernel_}; }
+    detail::SocketWait wait(Interest interest) noexcept { return {state_, interest}; }
 
     template <class Query>
     SocketAddress address_of(Query query, const char* what) const {
         sockaddr_storage storage{};
         socklen_t size = sizeof storage;
-        if (query(fd_, reinterpret_cast<sockaddr*>(&storage), &size) < 0) {
+        if (query(state_.fd, reinterpret_cast<sockaddr*>(&storage), &size) < 0) {
             detail::throw_errno(errno, what);
         }
         return SocketAddress::from_native(storage, size);
     }
 
-    int fd_ = -1;
-    Scheduler* kernel_ = nullptr;
-    bool drained_ = false; // the last recv emptied the receive queue: the next one waits first
+    detail::SocketState state_;
 };
 
 struct Accepted {
@@ -411,10 +461,10 @@ inline Task<Accepted> AsyncSocket::accept() {
         sockaddr_storage storage{};
         socklen_t size = sizeof storage;
 #if defined(SOCK_NONBLOCK) && defined(SOCK_CLOEXEC)
-        const int fd = ::accept4(fd_, reinterpret_cast<sockaddr*>(&storage), &size,
+        const int fd = ::accept4(state_.fd, reinterpret_cast<sockaddr*>(&storage), &size,
                                  SOCK_NONBLOCK | SOCK_CLOEXEC);
 #else
-        const int fd = ::accept(fd_, reinterpret_cast<sockaddr*>(&storage), &size);
+        const int fd = ::accept(state_.fd, reinterpret_cast<sockaddr*>(&storage), &size);
         if (fd >= 0 && (::fcntl(fd, F_SETFD, FD_CLOEXEC) < 0 || ::fcntl(fd, F_SETFL, O_NONBLOCK) < 0)) {
             const int error = errno;
             ::close(fd);

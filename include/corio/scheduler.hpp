@@ -29,6 +29,7 @@
 #include "corio/task_exit.hpp"
 #include "corio/timeout_error.hpp"
 #include "corio/virtual_clock.hpp"
+#include "corio/detail/fd_table.hpp"
 #include "corio/detail/task_list.hpp"
 #include "corio/detail/timer_heap.hpp"
 
@@ -80,33 +81,51 @@ struct TimeoutScope : TaskTimer {
     Scheduler* kernel = nullptr; // set while the scope is entered
     TimeoutScope* outer = nullptr;
     bool expired = false; // the deadline passed: every wait inside the scope now ends at once
+    bool interrupting = false; // its TimeoutError is to be thrown at the task when it resumes
 };
 
+// What a suspended task waits with. A task waits for one thing at a time, so one member at a time
+// is in use, the one its TaskState names (a union: every idle connection has a TaskRecord).
+union TaskWait {
+    TaskExit* exit_out = nullptr; // waiting_task: where the kernel writes the outcome
+    void* cookie;                 // parked in a WaitQueue: what its owner handed in
+    struct {
+        bool (*attempt)(void*); // waiting_fd: retried on readiness (see wait_for_io); null: none
+        void* operation;
+    } io;
+    TaskTimer* timer; // sleeping: the timer the kernel lent it
+};
+
+// One per task, alive or free (a slot). Kept small: an idle connection is a task waiting in recv,
+// and this is most of what the kernel spends on it (issue 4 wants <= 256 B in all).
 struct TaskRecord : ListLinks {
     std::uint64_t serial = 0; // 0 while the slot is free
     std::uint32_t slot = 0;
-    std::uint32_t next_free = 0;
+    union {
+        std::uint32_t ready_pass = 0; // while ready; 32 bits: only compared with the current pass
+        std::uint32_t next_free;      // while the slot is free
+    };
+    std::uint32_t expired_scopes = 0; // entered scopes whose deadline passed
     TaskState state = TaskState::free;
     bool kill_requested = false; // a task killed itself: it dies when it next suspends
-    std::uint64_t ready_pass = 0;
+    bool interrupted = false;    // a scope of its own is `interrupting` (see throw_if_interrupted)
     std::coroutine_handle<Promise<void>> root;
     std::coroutine_handle<> resume_point; // the innermost suspended frame of the task
-    TaskTimer timer{TimerNode::Kind::wake};
-    TaskExit* exit_out = nullptr; // while waiting_task: where the kernel writes the outcome
-    void* wait_cookie = nullptr;  // while parked in a WaitQueue: what its owner handed in
-    bool (*io_attempt)(void*) = nullptr; // while waiting_fd: retried on readiness (see wait_for_io)
-    void* io_operation = nullptr;
-    TaskList waiters;             // tasks waiting for this one to end
+    TaskWait wait;
+    TaskList waiters; // tasks waiting for this one to end
     TimeoutScope* innermost_scope = nullptr;
-    TimeoutScope* interrupt = nullptr; // a deadline to throw at the task when it resumes
-    std::uint32_t expired_scopes = 0;  // entered scopes whose deadline passed
 };
 
+// One per fd number up to the highest one waited on.
 struct FdWatch {
     TaskList readers;
     TaskList writers;
     Interest watched = Interest::none; // what the selector watches this fd for
 };
+
+// The sizes issue 4's memory budget counts on (64-bit targets): see bench/library_share.cpp.
+static_assert(sizeof(void*) != 8 || sizeof(TaskRecord) <= 96, "corio: TaskRecord grew");
+static_assert(sizeof(void*) != 8 || sizeof(FdWatch) <= 24, "corio: FdWatch grew");
 
 // Converts any duration to the clock's, rounding up and saturating instead of overflowing:
 // Sleep{std::chrono::seconds::max()} means "practically never", not "at once".
@@ -328,7 +347,7 @@ public:
             throw std::invalid_argument("corio: a task cannot wait for its own exit");
         }
         record->waiters.push_back(self);
-        self.exit_out = &exit;
+        self.wait.exit_out = &exit;
         self.state = detail::TaskState::waiting_task;
         return true;
     }
@@ -336,8 +355,15 @@ public:
     /// Suspends the calling task until `deadline`.
     void sleep_until(Clock::time_point deadline) {
         detail::TaskRecord& self = trapped_task();
-        self.timer.task = &self;
-        timers_.push(self.timer, deadline);
+        detail::TaskTimer& timer = lend_timer();
+        try {
+            timers_.push(timer, deadline);
+        } catch (...) {
+            give_back(timer);
+            throw;
+        }
+        timer.task = &self;
+        self.wait.timer = &timer;
         self.state = detail::TaskState::sleeping;
     }
 
@@ -361,7 +387,7 @@ public:
     void wait_in(WaitQueue& queue, void* cookie = nullptr) {
         detail::TaskRecord& self = trapped_task();
         queue.tasks_.push_back(self);
-        self.wait_cookie = cookie;
+        self.wait.cookie = cookie;
         self.state = detail::TaskState::parked;
     }
 
@@ -373,7 +399,7 @@ public:
             return nullptr;
         }
         auto& record = static_cast<detail::TaskRecord&>(*links);
-        void* cookie = record.wait_cookie;
+        void* cookie = record.wait.cookie;
         detach(record);
         make_ready(record);
         return cookie;
@@ -414,8 +440,9 @@ public:
         if (scope.expired) {
             --task->expired_scopes;
         }
-        if (task->interrupt == &scope) {
-            task->interrupt = nullptr;
+        if (scope.interrupting) {
+            scope.interrupting = false;
+            task->interrupted = false;
         }
         scope.task = nullptr;
         scope.kernel = nullptr;
@@ -424,11 +451,9 @@ public:
     /// Called as a system call returns to its task: throws the TimeoutError of a deadline that
     /// interrupted the wait.
     void throw_if_interrupted() {
-        detail::TaskRecord* self = current_;
-        if (self == nullptr || self->interrupt == nullptr) [[likely]] {
-            return;
+        if (current_ != nullptr && current_->interrupted) [[unlikely]] {
+            throw_interruption(*current_); // out of line: this check runs on every resumption
         }
-        throw TimeoutError(std::exchange(self->interrupt, nullptr));
     }
 
     /// Stops watching `fd` and wakes every task waiting on it (their next system call on it sees
@@ -489,6 +514,18 @@ private:
         return record.serial == id.serial_ ? &record : nullptr;
     }
 
+    [[gnu::noinline]] static void throw_interruption(detail::TaskRecord& self) {
+        self.interrupted = false;
+        // A flag in the record and a mark on the scope rather than a pointer in every record.
+        for (detail::TimeoutScope* scope = self.innermost_scope; scope != nullptr;
+             scope = scope->outer) {
+            if (scope->interrupting) {
+                scope->interrupting = false;
+                throw TimeoutError(scope);
+            }
+        }
+    }
+
     detail::TaskRecord& trapped_task() {
         if (current_ == nullptr) {
             throw std::logic_error("corio: a kernel service was called outside a running task");
@@ -527,11 +564,33 @@ private:
         }
         if (record.state == detail::TaskState::waiting_fd) {
             --io_waiters_;
-            record.io_attempt = nullptr;
+        } else if (record.state == detail::TaskState::sleeping) {
+            timers_.remove(*record.wait.timer); // no-op if it expired already
+            give_back(*record.wait.timer);
         }
-        timers_.remove(record.timer);
-        record.exit_out = nullptr;
-        record.wait_cookie = nullptr;
+        record.wait = {};
+    }
+
+    // Sleeping tasks borrow their timer from the kernel: a timer in every record would cost every
+    // idle connection 40 bytes for a Sleep it may never do.
+    detail::TaskTimer& lend_timer() {
+        if (free_timers_.empty()) {
+            detail::TaskTimer& timer = sleep_timers_.emplace_back(detail::TimerNode::Kind::wake);
+            try {
+                free_timers_.reserve(sleep_timers_.size()); // so that give_back never allocates
+            } catch (...) {
+                sleep_timers_.pop_back();
+                throw;
+            }
+            return timer;
+        }
+        detail::TaskTimer& timer = *free_timers_.back();
+        free_timers_.pop_back();
+        return timer;
+    }
+    void give_back(detail::TaskTimer& timer) noexcept {
+        timer.task = nullptr;
+        free_timers_.push_back(&timer); // within the capacity reserved by lend_timer
     }
 
     void wake_all(detail::TaskList& list) noexcept {
@@ -547,9 +606,7 @@ private:
         if (fd < 0) {
             throw std::system_error(EBADF, std::generic_category(), "corio: waiting on a negative fd");
         }
-        while (fd_watches_.size() <= static_cast<std::size_t>(fd)) {
-            fd_watches_.emplace_back();
-        }
+        fd_watches_.make_room_for(static_cast<std::size_t>(fd));
         detail::FdWatch& watch = fd_watches_[static_cast<std::size_t>(fd)];
         const Interest wanted = watch.watched | direction;
         if (wanted != watch.watched) {
@@ -559,8 +616,7 @@ private:
         }
         (direction == Interest::read ? watch.readers : watch.writers).push_back(self);
         self.state = detail::TaskState::waiting_fd;
-        self.io_attempt = attempt;
-        self.io_operation = operation;
+        self.wait.io = {attempt, operation};
         ++io_waiters_;
     }
 
@@ -570,6 +626,7 @@ private:
         detail::TimeoutScope* outermost = nullptr;
         for (detail::TimeoutScope* scope = record.innermost_scope; scope != nullptr;
              scope = scope->outer) {
+            scope->interrupting = false; // at most one scope is marked
             if (scope->expired) {
                 outermost = scope;
             }
@@ -578,7 +635,8 @@ private:
             return;
         }
         detach(record);
-        record.interrupt = outermost;
+        outermost->interrupting = true;
+        record.interrupted = true;
         make_ready(record);
     }
 
@@ -620,7 +678,7 @@ private:
         const bool unreceived = exit.failed() && record.waiters.empty();
         while (detail::ListLinks* links = record.waiters.front()) {
             auto& waiter = static_cast<detail::TaskRecord&>(*links);
-            *waiter.exit_out = exit;
+            *waiter.wait.exit_out = exit;
             detach(waiter);
             make_ready(waiter);
         }
@@ -629,7 +687,7 @@ private:
         record.kill_requested = false;
         record.resume_point = {};
         record.innermost_scope = nullptr; // the scopes lived in the frame, gone now
-        record.interrupt = nullptr;
+        record.interrupted = false;
         record.expired_scopes = 0;
         record.next_free = free_head_;
         free_head_ = record.slot;
@@ -720,8 +778,9 @@ private:
         detail::ListLinks* links = waiting.front();
         while (links != nullptr) {
             auto& record = static_cast<detail::TaskRecord&>(*links);
-            links = links->next;
-            if (record.io_attempt == nullptr || record.io_attempt(record.io_operation)) {
+            links = waiting.after(*links);
+            const auto& io = record.wait.io;
+            if (io.attempt == nullptr || io.attempt(io.operation)) {
                 detach(record);
                 make_ready(record);
             }
@@ -785,7 +844,9 @@ private:
             if (timer->kind == detail::TimerNode::Kind::deadline) {
                 expire_deadline(static_cast<detail::TimeoutScope&>(*timer));
             } else {
-                make_ready(*static_cast<detail::TaskTimer*>(timer)->task);
+                detail::TaskRecord& record = *static_cast<detail::TaskTimer*>(timer)->task;
+                detach(record); // gives the timer back
+                make_ready(record);
             }
         }
     }
@@ -826,14 +887,16 @@ private:
     DefaultSelector selector_;
     VirtualClock* virtual_clock_ = nullptr;
     std::deque<detail::TaskRecord> records_; // a deque: records never move
-    std::deque<detail::FdWatch> fd_watches_; // indexed by fd; never moves either
+    detail::FdTable<detail::FdWatch> fd_watches_; // indexed by fd; never moves either
     detail::TaskList ready_;
     detail::TimerHeap timers_;
+    std::deque<detail::TaskTimer> sleep_timers_; // lent to sleeping tasks (see lend_timer)
+    std::vector<detail::TaskTimer*> free_timers_;
     std::vector<std::pair<int, Interest>> stale_;
     detail::TaskRecord* current_ = nullptr;
     ExceptionHandler exception_handler_;
     std::uint64_t last_serial_ = 0;
-    std::uint64_t pass_ = 0;
+    std::uint32_t pass_ = 0; // wraps: compared for equality with ready_pass only
     std::uint32_t free_head_ = no_slot;
     std::size_t task_count_ = 0;
     std::size_t io_waiters_ = 0;

@@ -42,8 +42,12 @@ namespace detail {
 // Remaining milliseconds of a wait that was interrupted, for the EINTR retry.
 class WaitBudget {
 public:
+    // The clock is read only for a bounded wait: a poll (0) or an unbounded wait (-1) never needs
+    // it, and the loop polls after every busy pass.
     explicit WaitBudget(int timeout_ms) noexcept
-        : timeout_ms_(timeout_ms), start_(std::chrono::steady_clock::now()) {}
+        : timeout_ms_(timeout_ms),
+          start_(timeout_ms > 0 ? std::chrono::steady_clock::now()
+                                : std::chrono::steady_clock::time_point{}) {}
 
     [[nodiscard]] int remaining_ms() const noexcept {
         if (timeout_ms_ <= 0) {

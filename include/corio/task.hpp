@@ -7,10 +7,11 @@
 //
 // How control moves, and why it never grows the stack:
 // * `co_await task` starts the child directly from the parent's await_suspend. If the child finishes
-//   without suspending, its final_suspend sees that its starter is still on the stack and simply
-//   returns there; await_suspend then returns false and the parent continues in the same frame of
-//   the C++ stack. A loop of a million synchronously finishing `co_await`s therefore runs in
-//   constant stack space with any compiler at any optimisation level. (Handing the child over by
+//   without suspending, its final_suspend finds no continuation yet (the parent becomes the
+//   continuation only once the child has suspended) and simply returns to its starter;
+//   await_suspend then returns false and the parent continues in the same frame of the C++ stack.
+//   A loop of a million synchronously finishing `co_await`s therefore runs in constant stack
+//   space with any compiler at any optimisation level. (Handing the child over by
 //   symmetric transfer would rely on the compiler turning resume-calls into tail calls, which GCC
 //   does not do at -O0: such a loop overflows the stack in a Debug build.)
 // * If the child suspends (it waits for I/O, a timer, another task...), the parent stays suspended
@@ -67,6 +68,34 @@ private:
     Kernel* kernel_;
 };
 
+// An object that is its own awaiter (AsyncSocket's recv, send...), as opposed to one with an
+// operator co_await (Task) or a system call.
+template <class Awaitable>
+concept Awaiter = requires(std::remove_reference_t<Awaitable>& awaiter) {
+    awaiter.await_ready();
+    awaiter.await_resume();
+} && !requires(Awaitable&& awaitable) { std::forward<Awaitable>(awaitable).operator co_await(); };
+
+// What await_transform gives for an Awaiter: the awaiter itself, by pointer. GCC 12 copies into
+// the frame any awaiter that await_transform returns by reference, next to the operand that is
+// there already (a temporary of the co_await's full-expression, alive until the task resumes):
+// this way the copy is one pointer, not a second awaiter.
+template <class Operand>
+class AwaiterRef {
+public:
+    explicit AwaiterRef(Operand& awaiter) noexcept : awaiter_(&awaiter) {}
+
+    decltype(auto) await_ready() { return awaiter_->await_ready(); }
+    template <class Promise>
+    decltype(auto) await_suspend(std::coroutine_handle<Promise> caller) {
+        return awaiter_->await_suspend(caller);
+    }
+    decltype(auto) await_resume() { return awaiter_->await_resume(); }
+
+private:
+    Operand* awaiter_;
+};
+
 #if defined(CORIO_COUNT_FRAMES)
 // Tests define CORIO_COUNT_FRAMES (in every translation unit of the program) to check that no
 // coroutine frame is leaked: this counts the frames alive now.
@@ -99,7 +128,7 @@ public:
         template <class Promise>
         std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> self) const noexcept {
             PromiseBase& promise = self.promise();
-            if (promise.starting_ || !promise.continuation_) {
+            if (!promise.continuation_) {
                 return std::noop_coroutine(); // back to our starter, or to the kernel for a root task
             }
             return promise.continuation_;
@@ -121,9 +150,14 @@ public:
         return Trap<std::remove_cvref_t<Call>, Kernel>(std::remove_cvref_t<Call>(std::forward<Call>(call)), *kernel_);
     }
     template <class Awaitable>
-        requires(!SystemCall<std::remove_cvref_t<Awaitable>>)
+        requires(!SystemCall<std::remove_cvref_t<Awaitable>> && !Awaiter<Awaitable>)
     Awaitable&& await_transform(Awaitable&& awaitable) const noexcept {
-        return std::forward<Awaitable>(awaitable);
+        return std::forward<Awaitable>(awaitable); // e.g. a Task: its operator co_await comes next
+    }
+    template <class Awaitable>
+        requires(!SystemCall<std::remove_cvref_t<Awaitable>> && Awaiter<Awaitable>)
+    auto await_transform(Awaitable&& awaiter) const noexcept {
+        return AwaiterRef<std::remove_reference_t<Awaitable>>(awaiter);
     }
 
     [[nodiscard]] const std::exception_ptr& exception() const noexcept { return exception_; }
@@ -144,7 +178,6 @@ private:
     std::coroutine_handle<> continuation_;
     Scheduler* kernel_ = nullptr;
     std::exception_ptr exception_;
-    bool starting_ = false; // true while the awaiter that started us is still on the stack
 };
 
 template <class T>
@@ -213,14 +246,17 @@ public:
     template <class ParentPromise>
     bool await_suspend(std::coroutine_handle<ParentPromise> parent) {
         PromiseBase& child = child_.promise();
-        child.continuation_ = parent;
         if constexpr (std::is_base_of_v<PromiseBase, ParentPromise>) {
             child.kernel_ = parent.promise().kernel();
         }
-        child.starting_ = true;
+        // No continuation yet: if the child finishes now, its final_suspend returns here. (No
+        // flag for "starting" either: every frame would carry it.)
         child_.resume();
-        child.starting_ = false;
-        return !child_.done(); // finished already: the parent goes on without suspending
+        if (child_.done()) {
+            return false; // finished already: the parent goes on without suspending
+        }
+        child.continuation_ = parent; // it suspended: it resumes the parent when it finishes
+        return true;
     }
 
     decltype(auto) await_resume() {

@@ -35,10 +35,10 @@ public:
     [[nodiscard]] TimerNode* top() const noexcept { return nodes_.empty() ? nullptr : nodes_.front(); }
 
     void push(TimerNode& node, std::chrono::steady_clock::time_point deadline) {
+        nodes_.push_back(&node); // first: if it throws, the node stays unarmed
         node.deadline = deadline;
         node.sequence = next_sequence_++;
-        node.index = nodes_.size();
-        nodes_.push_back(&node);
+        node.index = nodes_.size() - 1;
         sift_up(node.index);
     }
 
