@@ -29,8 +29,12 @@ public:
     /// The system call behind `co_await event.wait()`.
     class [[nodiscard]] Wait {
     public:
+        /// Waits on `event`, which must outlive the wait.
         explicit Wait(Event& event) noexcept : event_(&event) {}
 
+        /// Kernel side (see SystemCall): continues at once if the flag is set, else parks the
+        /// caller in the Event's queue. Throws std::logic_error if tasks of another Scheduler
+        /// wait on the same Event.
         bool handle(Scheduler& kernel, TaskId /*caller*/) {
             if (event_->set_) {
                 return false;
@@ -39,12 +43,14 @@ public:
             kernel.wait_in(event_->waiters_);
             return true;
         }
+        /// Nothing: the flag was set.
         void result() const noexcept {}
 
     private:
         Event* event_;
     };
 
+    /// An Event whose flag is not set.
     Event() = default;
     Event(const Event&) = delete;
     Event& operator=(const Event&) = delete;
@@ -66,6 +72,7 @@ public:
     /// Lowers the flag: later wait()s suspend until the next set().
     void clear() noexcept { set_ = false; }
 
+    /// True while the flag is set.
     [[nodiscard]] bool is_set() const noexcept { return set_; }
 
 private:

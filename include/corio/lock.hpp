@@ -43,7 +43,9 @@ public:
     public:
         /// A Guard that holds nothing.
         Guard() noexcept = default;
+        /// Takes over what `other` holds; `other` then holds nothing.
         Guard(Guard&& other) noexcept : lock_(std::exchange(other.lock_, nullptr)) {}
+        /// Releases what this Guard holds, then takes over what `other` holds.
         Guard& operator=(Guard&& other) noexcept {
             if (this != &other) {
                 unlock();
@@ -65,6 +67,7 @@ public:
 
         /// True while this Guard holds its lock.
         [[nodiscard]] bool owns_lock() const noexcept { return lock_ != nullptr; }
+        /// owns_lock().
         [[nodiscard]] explicit operator bool() const noexcept { return owns_lock(); }
 
     private:
@@ -77,7 +80,9 @@ public:
     /// The system call behind `co_await lock.acquire()`.
     class [[nodiscard]] Acquire {
     public:
+        /// Acquires `lock`, which must outlive the wait.
         explicit Acquire(Lock& lock) noexcept : lock_(&lock) {}
+        /// Movable only as a co_await operand is (GCC moves it into the frame); never once awaited.
         Acquire(Acquire&& other) noexcept
             : lock_(other.lock_), granted_(std::exchange(other.granted_, false)) {}
         Acquire(const Acquire&) = delete;
@@ -89,6 +94,8 @@ public:
             }
         }
 
+        /// Kernel side (see SystemCall): takes a free lock at once, else parks the caller in
+        /// the Lock's queue. Throws std::logic_error if tasks of another Scheduler wait on it.
         bool handle(Scheduler& kernel, TaskId /*caller*/) {
             lock_->adopt(kernel);
             if (!lock_->locked_) { // unlocked means nobody waits: the lock is handed on, not freed
@@ -99,6 +106,7 @@ public:
             kernel.wait_in(lock_->waiters_, this); // release() sets granted_, then wakes us
             return true;
         }
+        /// The Guard that holds the lock for the caller.
         Guard result() noexcept {
             granted_ = false;
             return Guard(*lock_);
@@ -110,6 +118,7 @@ public:
         bool granted_ = false; // the lock is ours, from the hand-off until result()
     };
 
+    /// An unlocked Lock.
     Lock() = default;
     Lock(const Lock&) = delete;
     Lock& operator=(const Lock&) = delete;

@@ -68,14 +68,18 @@ class Queue {
                   "destructor must not throw");
 
 public:
-    using value_type = T;
+    using value_type = T; ///< The type of the items.
 
     /// The system call behind `co_await queue.put(value)`. It carries the value until the queue
     /// takes it.
     class [[nodiscard]] Put {
     public:
+        /// Puts `value` into `queue`, which must outlive the wait.
         Put(Queue& queue, T value) noexcept : queue_(&queue), value_(std::move(value)) {}
 
+        /// Kernel side (see SystemCall): hands the value over at once if a getter waits or the
+        /// queue has room, else parks the caller among the putters. Throws std::logic_error if
+        /// tasks of another Scheduler wait on the queue.
         bool handle(Scheduler& kernel, TaskId /*caller*/) {
             queue_->adopt(kernel);
             if (queue_->takes_now()) {
@@ -85,6 +89,7 @@ public:
             kernel.wait_in(queue_->putters_, this); // a getter moves value_ in, then wakes us
             return true;
         }
+        /// Nothing: the value is in the queue, or in a getter's hands.
         void result() const noexcept {}
 
     private:
@@ -98,7 +103,9 @@ public:
     /// value back to the queue.
     class [[nodiscard]] Get {
     public:
+        /// Gets from `queue`, which must outlive the wait.
         explicit Get(Queue& queue) noexcept : queue_(&queue) {}
+        /// Movable only as a co_await operand is (GCC moves it into the frame); never once awaited.
         Get(Get&& other) noexcept : queue_(other.queue_), value_(std::move(other.value_)) {
             other.value_.reset();
         }
@@ -111,6 +118,9 @@ public:
             }
         }
 
+        /// Kernel side (see SystemCall): takes the front item at once if there is one, else parks
+        /// the caller among the getters. Throws std::logic_error if tasks of another Scheduler
+        /// wait on the queue.
         bool handle(Scheduler& kernel, TaskId /*caller*/) {
             queue_->adopt(kernel);
             if (queue_->items_.empty()) {
@@ -122,6 +132,7 @@ public:
             ++queue_->held_;
             return false;
         }
+        /// The item the caller got.
         T result() noexcept {
             T value(std::move(*value_));
             value_.reset();
@@ -187,6 +198,7 @@ public:
 
     /// The items in the queue (not counting values already handed to getters that have not run).
     [[nodiscard]] std::size_t size() const noexcept { return items_.size(); }
+    /// True when size() is 0.
     [[nodiscard]] bool empty() const noexcept { return items_.empty(); }
     /// True when a put would have to wait (never for an unbounded queue).
     [[nodiscard]] bool full() const noexcept {

@@ -23,18 +23,27 @@
 
 namespace corio {
 
-/// What a task waits for on an fd.
-enum class Interest : std::uint8_t { none = 0, read = 1, write = 2, read_write = 3 };
+/// What a task waits for on an fd; also what a selector watches an fd for, and reports ready.
+enum class Interest : std::uint8_t {
+    none = 0,      ///< nothing
+    read = 1,      ///< readable (or hung up, or in error)
+    write = 2,     ///< writable (or hung up, or in error)
+    read_write = 3 ///< both
+};
 
+/// Both sets together.
 constexpr Interest operator|(Interest a, Interest b) noexcept {
     return static_cast<Interest>(static_cast<std::uint8_t>(a) | static_cast<std::uint8_t>(b));
 }
+/// What both sets have in common.
 constexpr Interest operator&(Interest a, Interest b) noexcept {
     return static_cast<Interest>(static_cast<std::uint8_t>(a) & static_cast<std::uint8_t>(b));
 }
+/// The directions not in the set.
 constexpr Interest operator~(Interest a) noexcept {
     return static_cast<Interest>(~static_cast<std::uint8_t>(a) & 3U);
 }
+/// True if `set` includes `bit`.
 constexpr bool has(Interest set, Interest bit) noexcept { return (set & bit) != Interest::none; }
 
 namespace detail {
@@ -75,6 +84,8 @@ private:
 
 namespace corio {
 #if defined(__linux__) && !defined(CORIO_FORCE_POLL)
+/// The selector every Scheduler uses: EpollSelector on Linux, PollSelector elsewhere or when
+/// CORIO_FORCE_POLL is defined.
 using DefaultSelector = EpollSelector;
 #else
 using DefaultSelector = PollSelector;

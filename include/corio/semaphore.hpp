@@ -37,7 +37,9 @@ public:
     /// The system call behind `co_await semaphore.acquire()`.
     class [[nodiscard]] Acquire {
     public:
+        /// Takes a permit of `semaphore`, which must outlive the wait.
         explicit Acquire(Semaphore& semaphore) noexcept : semaphore_(&semaphore) {}
+        /// Movable only as a co_await operand is (GCC moves it into the frame); never once awaited.
         Acquire(Acquire&& other) noexcept
             : semaphore_(other.semaphore_), granted_(std::exchange(other.granted_, false)) {}
         Acquire(const Acquire&) = delete;
@@ -49,6 +51,9 @@ public:
             }
         }
 
+        /// Kernel side (see SystemCall): takes a permit at once if there is one, else parks the
+        /// caller in the Semaphore's queue. Throws std::logic_error if tasks of another Scheduler
+        /// wait on it.
         bool handle(Scheduler& kernel, TaskId /*caller*/) {
             semaphore_->adopt(kernel);
             if (semaphore_->value_ > 0) { // a permit in the count means nobody waits
@@ -58,6 +63,7 @@ public:
             kernel.wait_in(semaphore_->waiters_, this); // release() sets granted_, then wakes us
             return true;
         }
+        /// Nothing: the caller now has a permit (give it back with Semaphore::release).
         void result() noexcept { granted_ = false; }
 
     private:

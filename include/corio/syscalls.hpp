@@ -22,91 +22,114 @@ namespace corio {
 /// `co_await NewTask{task}` adds `task` to the scheduler and gives its id. The new task runs later;
 /// the caller continues at once.
 struct NewTask {
+    /// Takes the task to spawn; it must not have run yet.
     explicit NewTask(Task<> spawned) noexcept : task(std::move(spawned)) {}
 
-    Task<> task;
-    TaskId id{};
+    Task<> task;  ///< The task to add; moved into the Scheduler by handle().
+    TaskId id{};  ///< The new task's id, once handle() has run.
 
+    /// Kernel side (see SystemCall): adds the task with Scheduler::add_task; never suspends.
     bool handle(Scheduler& kernel, TaskId /*caller*/) {
         id = kernel.add_task(std::move(task));
         return false;
     }
+    /// The new task's id.
     [[nodiscard]] TaskId result() const noexcept { return id; }
 };
 
 /// `co_await GetTid{}` gives the calling task's id.
 struct GetTid {
-    TaskId id{};
+    TaskId id{}; ///< The caller's id, once handle() has run.
 
+    /// Kernel side (see SystemCall): notes the caller's id; never suspends.
     bool handle(Scheduler& /*kernel*/, TaskId caller) noexcept {
         id = caller;
         return false;
     }
+    /// The calling task's id.
     [[nodiscard]] TaskId result() const noexcept { return id; }
 };
 
 /// `co_await KillTask{id}` kills a task (see Scheduler::kill) and gives true if it existed. A task
 /// that kills itself does not come back from this call.
 struct KillTask {
+    /// Names the task to kill (possibly the caller itself).
     explicit KillTask(TaskId victim) noexcept : target(victim) {}
 
-    TaskId target;
-    bool existed = false;
+    TaskId target;        ///< The task to kill.
+    bool existed = false; ///< Whether it existed, once handle() has run.
 
+    /// Kernel side (see SystemCall): Scheduler::kill; suspends only a task that killed itself,
+    /// which is then destroyed instead of resumed.
     bool handle(Scheduler& kernel, TaskId caller) {
         existed = kernel.kill(target);
         return existed && target == caller;
     }
+    /// True if the task existed (and is now killed).
     [[nodiscard]] bool result() const noexcept { return existed; }
 };
 
 /// `co_await WaitTask{id}` suspends until that task ends and gives how it ended; at once, with
 /// TaskExit::Outcome::no_such_task, if there is no such task.
 struct WaitTask {
+    /// Names the task to wait for; it must not be the caller.
     explicit WaitTask(TaskId awaited) noexcept : target(awaited) {}
 
-    TaskId target;
-    TaskExit exit{};
+    TaskId target;   ///< The task waited for.
+    TaskExit exit{}; ///< How it ended: written by the kernel when it ends.
 
+    /// Kernel side (see SystemCall): Scheduler::wait_for_exit; suspends unless there is no such
+    /// task.
     bool handle(Scheduler& kernel, TaskId /*caller*/) { return kernel.wait_for_exit(target, exit); }
+    /// How the task ended (its exception, if it failed, is in TaskExit::error).
     [[nodiscard]] TaskExit result() noexcept { return std::move(exit); }
 };
 
 /// `co_await ReadWait{fd}` suspends until `fd` is readable. Hang-up and error count as readable:
 /// the next system call on the fd reports them.
 struct ReadWait {
+    /// Names the fd to wait on (any fd the selector accepts: a socket, a pipe, an eventfd...).
     explicit ReadWait(int watched) noexcept : fd(watched) {}
 
-    int fd;
+    int fd; ///< The fd waited on.
 
+    /// Kernel side (see SystemCall): Scheduler::wait_for_read; always suspends.
     bool handle(Scheduler& kernel, TaskId /*caller*/) {
         kernel.wait_for_read(fd);
         return true;
     }
+    /// Nothing: the fd is ready (or hung up, or in error).
     void result() const noexcept {}
 };
 
 /// `co_await WriteWait{fd}` suspends until `fd` is writable. Hang-up and error count as writable.
 struct WriteWait {
+    /// Names the fd to wait on.
     explicit WriteWait(int watched) noexcept : fd(watched) {}
 
-    int fd;
+    int fd; ///< The fd waited on.
 
+    /// Kernel side (see SystemCall): Scheduler::wait_for_write; always suspends.
     bool handle(Scheduler& kernel, TaskId /*caller*/) {
         kernel.wait_for_write(fd);
         return true;
     }
+    /// Nothing: the fd is ready (or hung up, or in error).
     void result() const noexcept {}
 };
 
 /// `co_await Sleep{duration}` suspends for at least `duration` (a zero or negative one yields).
 struct Sleep {
+    /// Takes any std::chrono duration: rounded up to the clock's resolution, and saturated
+    /// rather than overflowed (`Sleep{std::chrono::seconds::max()}` is practically forever).
     template <class Rep, class Period>
     explicit Sleep(std::chrono::duration<Rep, Period> length)
         : duration(detail::to_clock_duration(length)) {}
 
-    Scheduler::Clock::duration duration;
+    Scheduler::Clock::duration duration; ///< How long to sleep, on the Scheduler's clock.
 
+    /// Kernel side (see SystemCall): arms a timer (Scheduler::sleep_until), or yields for a
+    /// duration that is not positive; always suspends.
     bool handle(Scheduler& kernel, TaskId /*caller*/) {
         if (duration <= Scheduler::Clock::duration::zero()) {
             kernel.yield_now();
@@ -115,6 +138,7 @@ struct Sleep {
         }
         return true;
     }
+    /// Nothing: the time has come.
     void result() const noexcept {}
 };
 
@@ -122,10 +146,13 @@ struct Sleep {
 /// (steady_clock, or its VirtualClock). A deadline that has already passed yields, like a zero
 /// Sleep.
 struct SleepUntil {
+    /// Takes the time to wake at, on the Scheduler's clock (Scheduler::now()).
     explicit SleepUntil(Scheduler::Clock::time_point when) noexcept : deadline(when) {}
 
-    Scheduler::Clock::time_point deadline;
+    Scheduler::Clock::time_point deadline; ///< When to wake.
 
+    /// Kernel side (see SystemCall): arms a timer, or yields if the deadline has passed; always
+    /// suspends.
     bool handle(Scheduler& kernel, TaskId /*caller*/) {
         if (deadline <= kernel.now()) {
             kernel.yield_now();
@@ -134,15 +161,18 @@ struct SleepUntil {
         }
         return true;
     }
+    /// Nothing: the time has come.
     void result() const noexcept {}
 };
 
 /// `co_await Yield{}` lets every other ready task run, and the selector look, before continuing.
 struct Yield {
+    /// Kernel side (see SystemCall): Scheduler::yield_now; always suspends.
     bool handle(Scheduler& kernel, TaskId /*caller*/) {
         kernel.yield_now();
         return true;
     }
+    /// Nothing.
     void result() const noexcept {}
 };
 

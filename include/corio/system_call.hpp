@@ -34,8 +34,10 @@ public:
 
     /// The task's serial number within its scheduler (1, 2, 3, ...; 0 for "no task").
     [[nodiscard]] constexpr std::uint64_t serial() const noexcept { return serial_; }
+    /// True if the id names a task (it is not default-constructed).
     [[nodiscard]] constexpr explicit operator bool() const noexcept { return serial_ != 0; }
 
+    /// Ids compare by serial number: a smaller one was created earlier.
     friend constexpr bool operator==(TaskId a, TaskId b) noexcept { return a.serial_ == b.serial_; }
     friend constexpr auto operator<=>(TaskId a, TaskId b) noexcept { return a.serial_ <=> b.serial_; }
     friend std::ostream& operator<<(std::ostream& out, TaskId id) { return out << id.serial_; }
@@ -58,8 +60,10 @@ concept SystemCall = requires(Call& call, Scheduler& kernel, TaskId caller) {
 
 } // namespace corio
 
+/// Hashes a TaskId by its serial number, so that ids can key unordered containers.
 template <>
 struct std::hash<corio::TaskId> {
+    /// The hash of the id's serial number.
     std::size_t operator()(corio::TaskId id) const noexcept {
         return std::hash<std::uint64_t>{}(id.serial());
     }

@@ -278,13 +278,17 @@ private:
 template <class T>
 class [[nodiscard]] Task {
 public:
-    using promise_type = detail::Promise<T>;
-    using Handle = std::coroutine_handle<promise_type>;
-    using value_type = T;
+    using promise_type = detail::Promise<T>;            ///< What makes a function a corio coroutine.
+    using Handle = std::coroutine_handle<promise_type>; ///< The coroutine handle a Task owns.
+    using value_type = T;                               ///< What `co_await task` gives.
 
+    /// An empty Task: owns no frame (valid() is false).
     Task() noexcept = default;
+    /// Takes ownership of a coroutine frame (the promise does this; rarely needed elsewhere).
     explicit Task(Handle handle) noexcept : handle_(handle) {}
+    /// Takes over `other`'s frame; `other` becomes empty.
     Task(Task&& other) noexcept : handle_(std::exchange(other.handle_, {})) {}
+    /// Destroys the frame this Task owns, if any, then takes over `other`'s.
     Task& operator=(Task&& other) noexcept {
         if (this != &other) {
             reset();
@@ -294,6 +298,7 @@ public:
     }
     Task(const Task&) = delete;
     Task& operator=(const Task&) = delete;
+    /// Destroys the coroutine frame, whether it never ran, finished, or is suspended.
     ~Task() { reset(); }
 
     /// True when this Task owns a coroutine frame.
@@ -301,7 +306,12 @@ public:
     /// True when the coroutine has run to its end (returned or threw).
     [[nodiscard]] bool done() const noexcept { return handle_ && handle_.done(); }
 
+    /// `co_await task` on an lvalue: runs the task inside the awaiting one and gives its value
+    /// by reference into the frame (T& for a Task<T>), or rethrows its exception. Throws
+    /// std::logic_error for an empty Task. Awaiting a Task that has finished gives its outcome
+    /// again without running anything.
     auto operator co_await() & noexcept { return detail::TaskAwaiter<T, false>(handle_); }
+    /// `co_await std::move(task)` or on a temporary: the same, with the value moved out.
     auto operator co_await() && noexcept { return detail::TaskAwaiter<T, true>(handle_); }
 
     /// Gives up ownership of the frame (the Scheduler takes it over this way).

@@ -73,14 +73,17 @@ public:
     template <class T>
     class [[nodiscard]] Spawn {
     public:
+        /// Spawns `task` into `group`.
         Spawn(TaskGroup& group, Task<T> task) noexcept : group_(&group), task_(std::move(task)) {}
 
+        /// Kernel side (see SystemCall): starts the child (see TaskGroup::spawn); never suspends.
         bool handle(Scheduler& kernel, TaskId caller) {
             group_->children_.bind(kernel, caller);
             group_->children_.rethrow_if_failed(caller); // into a failed group: see the top
             id_ = group_->children_.spawn(std::move(task_), detail::Discard{}, 0);
             return false;
         }
+        /// The child's id.
         [[nodiscard]] TaskId result() const noexcept { return id_; }
 
     private:
@@ -89,6 +92,7 @@ public:
         TaskId id_{};
     };
 
+    /// An empty group; the first task that spawns into it or waits for it is its parent.
     TaskGroup() = default;
     TaskGroup(const TaskGroup&) = delete;
     TaskGroup& operator=(const TaskGroup&) = delete;

@@ -18,6 +18,7 @@ struct TimeoutScope;
 /// Catch TimeoutError where a timeout must be told apart from other failures.
 class TimeoutError : public std::system_error {
 public:
+    /// A timeout with ETIMEDOUT in the generic category, and what() "corio: timed out".
     TimeoutError() : std::system_error(ETIMEDOUT, std::generic_category(), "corio: timed out") {}
 
     /// The deadline scope this timeout belongs to while it travels to its timeout_after; null once

@@ -11,13 +11,14 @@ namespace corio {
 /// fds still use the real selector, so a test may mix real sockets and virtual deadlines.
 class VirtualClock {
 public:
-    using duration = std::chrono::steady_clock::duration;
-    using time_point = std::chrono::steady_clock::time_point;
+    using duration = std::chrono::steady_clock::duration;     ///< The Scheduler's duration.
+    using time_point = std::chrono::steady_clock::time_point; ///< The Scheduler's time point.
 
     /// Starts at `start` (an arbitrary, fixed point: runs are reproducible).
     explicit VirtualClock(time_point start = time_point(std::chrono::hours(1))) noexcept
         : now_(start) {}
 
+    /// The virtual time now.
     [[nodiscard]] time_point now() const noexcept { return now_; }
 
     /// Moves time forward by `step` (a negative step is ignored: time never runs backwards).
