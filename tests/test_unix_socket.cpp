@@ -1,8 +1,6 @@
 // Unix-domain stream sockets through AsyncSocket: listen on a path in a fresh temporary directory,
 // accept, connect, echo; the errors of a missing path, of nobody listening, of a path too long
 // and of a path already taken; abstract names (Linux); unix_socket_pair.
-#include <corio/unix_socket.hpp>
-
 #include <array>
 #include <cerrno>
 #include <cstddef>
@@ -22,6 +20,7 @@
 #include <corio/socket_address.hpp>
 #include <corio/syscalls.hpp>
 #include <corio/timeout.hpp>
+#include <corio/unix_socket.hpp>
 
 #include "support/catch.hpp"
 #include "support/helpers.hpp"
@@ -39,7 +38,8 @@ using corio::SocketAddress;
 class TempDir {
 public:
     TempDir() {
-        std::string pattern = (std::filesystem::temp_directory_path() / "corio-unix-XXXXXX").string();
+        std::string pattern =
+            (std::filesystem::temp_directory_path() / "corio-unix-XXXXXX").string();
         if (::mkdtemp(pattern.data()) == nullptr) {
             throw std::system_error(errno, std::generic_category(), "mkdtemp");
         }
@@ -77,7 +77,8 @@ Task<> talk(SocketAddress address, int count, std::string& heard) {
         co_await socket.send_all(line);
         std::size_t got = 0;
         while (got < line.size()) {
-            const std::size_t received = co_await socket.recv(std::span(buffer).first(line.size() - got));
+            const std::size_t received =
+                co_await socket.recv(std::span(buffer).first(line.size() - got));
             if (received == 0) {
                 co_return;
             }
@@ -130,16 +131,6 @@ TEST_CASE("Unix socket: echo round trip over a Linux abstract name", "[unix_sock
     echo_round_trip(SocketAddress::abstract_name(name), "@" + name);
 }
 #endif
-
-template <class Awaitable>
-Task<int> error_of(Awaitable operation) {
-    try {
-        (void)co_await std::move(operation);
-    } catch (const std::system_error& e) {
-        co_return e.code().value();
-    }
-    co_return 0;
-}
 
 int connect_error(Scheduler& kernel, const SocketAddress& address) {
     int error = -1;
@@ -194,7 +185,8 @@ TEST_CASE("Unix socket: a path too long is refused with ENAMETOOLONG", "[unix_so
         FAIL("a path longer than sockaddr_un holds was taken");
     } catch (const std::system_error& e) {
         CHECK(e.code() == std::errc::filename_too_long);
-        CHECK(std::string(e.what()).find("longer than " + std::to_string(SocketAddress::max_unix_path)) !=
+        CHECK(std::string(e.what()).find("longer than " +
+                                         std::to_string(SocketAddress::max_unix_path)) !=
               std::string::npos);
     }
 #if defined(__linux__)

@@ -1,4 +1,4 @@
-// corio/async_socket.hpp - AsyncSocket: a non-blocking stream socket (TCP, or Unix-domain) for tasks.
+// corio/async_socket.hpp - AsyncSocket: a non-blocking stream socket (TCP or Unix) for tasks.
 //
 // Every operation first tries the system call; only when the kernel answers EAGAIN does the task
 // wait, and then try again. Readiness is a hint, the system call is the truth.

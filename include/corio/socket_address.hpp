@@ -159,8 +159,9 @@ private:
         }
         un->sun_family = AF_UNIX;
         std::memcpy(un->sun_path + skip, name.data(), name.size());
-        address.size_ = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + skip + name.size() +
-                                               (skip == 0 ? 1 : 0)); // a path counts its NUL
+        const std::size_t terminator = skip == 0 ? 1 : 0; // a path counts its NUL, a name does not
+        address.size_ =
+            static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + skip + name.size() + terminator);
         return address;
     }
 

@@ -23,13 +23,6 @@
 // "0.0.0.0" and "::" on two sockets to keep the families apart on every system.
 #pragma once
 
-#include "corio/async_socket.hpp"
-#include "corio/scheduler.hpp"
-#include "corio/socket_address.hpp"
-
-#include <sys/socket.h>
-#include <sys/uio.h>
-
 #include <cerrno>
 #include <climits>
 #include <cstddef>
@@ -37,6 +30,12 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "corio/async_socket.hpp"
+#include "corio/scheduler.hpp"
+#include "corio/socket_address.hpp"
 
 namespace corio {
 
@@ -174,7 +173,9 @@ public:
             detail::throw_errno(errno, "connect to " + peer.to_string());
         }
     }
-    void connect(std::string_view host, std::uint16_t port) { connect(SocketAddress::parse(host, port)); }
+    void connect(std::string_view host, std::uint16_t port) {
+        connect(SocketAddress::parse(host, port));
+    }
     /// Forgets the connected peer: datagrams from anyone are received again.
     void disconnect() {
         sockaddr unspecified{};
@@ -188,7 +189,7 @@ public:
     /// of it as fits (see the top of this file). The buffer must live until then; it is taken by
     /// reference like AsyncSocket::recv's.
     template <class Buffer>
-        requires detail::WritableBytes<Buffer>
+    requires detail::WritableBytes<Buffer>
     [[nodiscard]] detail::RecvFromOperation recv_from(Buffer&& buffer) noexcept {
         return {socket_.state_, detail::bytes_of(buffer), std::ranges::size(buffer)};
     }
@@ -197,7 +198,7 @@ public:
     }
     /// recv_from on a connected socket (the peer is the connected one): the same Datagram.
     template <class Buffer>
-        requires detail::WritableBytes<Buffer>
+    requires detail::WritableBytes<Buffer>
     [[nodiscard]] detail::RecvFromOperation recv(Buffer&& buffer) noexcept {
         return recv_from(std::forward<Buffer>(buffer));
     }
@@ -208,20 +209,22 @@ public:
     /// `co_await socket.send_to(data, peer)` -> bytes sent (all of `data`: one datagram). `data`
     /// and `peer` must live until then. Throws EMSGSIZE for a datagram too large to send.
     template <class Buffer>
-        requires detail::ReadableBytes<Buffer>
-    [[nodiscard]] detail::SendToOperation send_to(const Buffer& data, const SocketAddress& peer) noexcept {
+    requires detail::ReadableBytes<Buffer>
+    [[nodiscard]] detail::SendToOperation send_to(const Buffer& data,
+                                                  const SocketAddress& peer) noexcept {
         return {socket_.state_, detail::const_bytes_of(data), std::ranges::size(data), &peer};
     }
     [[nodiscard]] detail::SendToOperation send_to(std::span<const std::byte> data,
                                                   const SocketAddress& peer) noexcept {
         return {socket_.state_, data.data(), data.size(), &peer};
     }
-    [[nodiscard]] detail::SendToOperation send_to(std::string_view data, const SocketAddress& peer) noexcept {
+    [[nodiscard]] detail::SendToOperation send_to(std::string_view data,
+                                                  const SocketAddress& peer) noexcept {
         return send_to(std::as_bytes(std::span(data)), peer);
     }
     /// send_to the connected peer (ENOTCONN/EDESTADDRREQ without one).
     template <class Buffer>
-        requires detail::ReadableBytes<Buffer>
+    requires detail::ReadableBytes<Buffer>
     [[nodiscard]] detail::SendToOperation send(const Buffer& data) noexcept {
         return {socket_.state_, detail::const_bytes_of(data), std::ranges::size(data), nullptr};
     }

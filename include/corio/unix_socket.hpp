@@ -17,18 +17,18 @@
 //     at all). A program that knows the path is its own stale one removes it first.
 //   * after: an AsyncSocket does not remember the path it was bound to, and the file may have
 //     been replaced meanwhile; a closed listener leaves the file behind, and connecting to it
-//     gives ECONNREFUSED. Remove it (std::filesystem::remove, ::unlink) once the listener is closed.
+//     gives ECONNREFUSED. Remove it (std::filesystem::remove, ::unlink) once the listener is
+//     closed.
 // Abstract names (Linux) need none of this: the name vanishes with the last socket bound to it.
 #pragma once
 
-#include "corio/async_socket.hpp"
-
+#include <cerrno>
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <cerrno>
 #include <utility>
+
+#include "corio/async_socket.hpp"
 
 namespace corio {
 
