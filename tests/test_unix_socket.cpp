@@ -97,28 +97,37 @@ std::string expected_lines(int count) {
     return text;
 }
 
-void echo_round_trip(const SocketAddress& address, std::string_view shown) {
+// How the two ends of a connection name each other.
+struct Names {
+    std::string local; // the listener's own address
+    std::string peer;  // the connecting client, as accept gives it
+};
+
+// Listens on `address`, connects to what the listener is bound to, echoes 200 lines through the
+// connection and checks them. Gives the names the two ends saw.
+Names echo_round_trip(const SocketAddress& address) {
     FrameLeakCheck leaks;
     Scheduler kernel;
     AsyncSocket listener = AsyncSocket::listen(address);
-    CHECK(listener.local_address().family() == AF_UNIX);
-    CHECK(listener.local_address().to_string() == shown);
+    const SocketAddress local = listener.local_address();
     constexpr int lines = 200;
-    std::string peer_name;
+    Names names{local.to_string(), {}};
     std::string heard;
-    const TaskId serving = kernel.add_task(echo_one(listener, peer_name));
-    const TaskId talking = kernel.add_task(talk(address, lines, heard));
+    const TaskId serving = kernel.add_task(echo_one(listener, names.peer));
+    const TaskId talking = kernel.add_task(talk(local, lines, heard));
     REQUIRE(run_until_ended(kernel, {serving, talking}));
     CHECK(heard == expected_lines(lines));
-    CHECK(peer_name == "(unnamed)"); // a connecting Unix socket is not bound to a name
     listener.close();
     require_empty(kernel);
+    return names;
 }
 
 TEST_CASE("Unix socket: echo round trip over a path in a temporary directory", "[unix_socket]") {
     TempDir directory;
     const std::string path = directory.file("echo.sock");
-    echo_round_trip(SocketAddress::from_path(path), path);
+    const Names names = echo_round_trip(SocketAddress::from_path(path));
+    CHECK(names.local == path);
+    CHECK(names.peer == "(unnamed)"); // a connecting Unix socket is not bound to a name
     // corio leaves the file where it was (see unix_socket.hpp): the program removes it.
     struct stat status {};
     REQUIRE(::lstat(path.c_str(), &status) == 0);
@@ -128,9 +137,19 @@ TEST_CASE("Unix socket: echo round trip over a path in a temporary directory", "
 #if defined(__linux__)
 TEST_CASE("Unix socket: echo round trip over a Linux abstract name", "[unix_socket]") {
     const std::string name = "corio-test-" + std::to_string(::getpid());
-    echo_round_trip(SocketAddress::abstract_name(name), "@" + name);
+    const Names names = echo_round_trip(SocketAddress::abstract_name(name));
+    CHECK(names.local == "@" + name);
+    CHECK(names.peer == "(unnamed)");
 }
 #endif
+
+TEST_CASE("AsyncSocket: listen and connect by SocketAddress over IPv6 ::1", "[unix_socket]") {
+    // The overloads the Unix paths use serve IP as well.
+    const Names names = echo_round_trip(SocketAddress::parse("::1", 0));
+    CHECK(names.local.rfind("[::1]:", 0) == 0);
+    CHECK(names.local != "[::1]:0");
+    CHECK(names.peer.rfind("[::1]:", 0) == 0);
+}
 
 int connect_error(Scheduler& kernel, const SocketAddress& address) {
     int error = -1;
