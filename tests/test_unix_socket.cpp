@@ -179,6 +179,34 @@ TEST_CASE("Unix socket: connect to a path nobody listens on fails with ECONNREFU
     require_empty(kernel);
 }
 
+TEST_CASE("Unix socket: connect to a full backlog fails with EAGAIN instead of waiting",
+          "[unix_socket]") {
+    FrameLeakCheck leaks;
+    TempDir directory;
+    Scheduler kernel;
+    const SocketAddress address = SocketAddress::from_path(directory.file("full.sock"));
+    AsyncSocket listener = AsyncSocket::listen(address, 0); // room for one pending connection
+    int first = -1;
+    int second = -1;
+    auto attempt = [](SocketAddress to, int& out, AsyncSocket& kept) -> Task<> {
+        try {
+            kept = co_await AsyncSocket::connect(to);
+            out = 0;
+        } catch (const std::system_error& e) {
+            out = e.code().value();
+        }
+    };
+    AsyncSocket queued;
+    AsyncSocket refused;
+    REQUIRE(run_until_ended(kernel, {kernel.add_task(attempt(address, first, queued)),
+                                     kernel.add_task(attempt(address, second, refused))}));
+    CHECK(first == 0);
+    CHECK(second == EAGAIN);
+    queued.close();
+    listener.close();
+    require_empty(kernel);
+}
+
 TEST_CASE("Unix socket: listen on a path that exists fails with EADDRINUSE", "[unix_socket]") {
     TempDir directory;
     const SocketAddress address = SocketAddress::from_path(directory.file("taken.sock"));
