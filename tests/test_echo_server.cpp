@@ -275,6 +275,19 @@ std::string describe_status(const std::optional<int>& status) {
     return "wait status " + std::to_string(*status);
 }
 
+/// Runs the program at `path` with each of the command lines, and checks that it rejects each
+/// one with exit status 2 and a message on stderr.
+void check_usage_errors(const std::string& path,
+                        const std::vector<std::vector<std::string>>& command_lines) {
+    for (const auto& arguments : command_lines) {
+        Child program(path, arguments);
+        const auto status = program.wait_exit(5s);
+        INFO(arguments.front() << ": " << describe_status(status));
+        CHECK(exited_with(status, 2));
+        CHECK_FALSE(program.stderr_text().empty());
+    }
+}
+
 /// A command line's arguments as they are shown in messages: " 'a' 'b'".
 std::string quoted(const std::vector<std::string>& arguments) {
     std::string shown;
@@ -1023,14 +1036,59 @@ TEST_CASE("hello_server answers Hello world to every message", "[hello_server]")
 }
 
 TEST_CASE("hello_server rejects a bad command line with status 2", "[hello_server][options]") {
-    for (const auto& arguments : std::vector<std::vector<std::string>>{
-             {"--port", "65536"}, {"--verbose"}, {"--host", "localhost"}}) {
-        Child program(CORIO_HELLO_SERVER_PATH, arguments);
-        const auto status = program.wait_exit(5s);
-        INFO(arguments.front() << ": " << describe_status(status));
-        CHECK(exited_with(status, 2));
-        CHECK_FALSE(program.stderr_text().empty());
+    check_usage_errors(CORIO_HELLO_SERVER_PATH,
+                       {{"--port", "65536"}, {"--verbose"}, {"--host", "localhost"}});
+}
+#endif
+
+// =============================================================================================
+// udp_echo_server
+// =============================================================================================
+
+#ifdef CORIO_UDP_ECHO_SERVER_PATH
+// Sends `text` as one datagram from the blocking UDP socket `fd` to 127.0.0.1:`port` and gives
+// the datagram that comes back within `timeout` ("" if none came).
+std::string udp_exchange(int fd, std::uint16_t port, const std::string& text,
+                         std::chrono::milliseconds timeout = 5s) {
+    sockaddr_in server{};
+    server.sin_family = AF_INET;
+    server.sin_port = htons(port);
+    server.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::sendto(fd, text.data(), text.size(), 0, reinterpret_cast<const sockaddr*>(&server),
+                     sizeof server) == static_cast<ssize_t>(text.size()));
+    set_timeouts(fd, timeout);
+    std::string reply(65536, '\0');
+    const ssize_t count = ::recv(fd, reply.data(), reply.size(), 0);
+    reply.resize(count > 0 ? static_cast<std::size_t>(count) : 0);
+    return reply;
+}
+
+TEST_CASE("udp_echo_server echoes datagrams to each sender, up to 60000 bytes",
+          "[udp_echo_server]") {
+    Server server(CORIO_UDP_ECHO_SERVER_PATH);
+    const UniqueFd first(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    const UniqueFd second(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    REQUIRE((first && second));
+    for (int i = 0; i < 20; ++i) { // loopback does not drop datagrams sent one at a time
+        const std::string text = "datagram " + std::to_string(i);
+        CHECK(udp_exchange(first.get(), server.port, text) == text);
+        CHECK(udp_exchange(second.get(), server.port, text + " again") == text + " again");
     }
+    const std::string large(60000, 'u'); // no truncation: the server's buffer holds any datagram
+    CHECK(udp_exchange(first.get(), server.port, large) == large);
+    CHECK(udp_exchange(first.get(), server.port, "") == ""); // an empty datagram is echoed too
+    REQUIRE(server.process.running());
+    ::kill(server.process.pid(), SIGTERM);
+    const auto status = server.process.wait_exit(5s);
+    INFO(describe_status(status));
+    REQUIRE(status.has_value());
+    CHECK((WIFSIGNALED(*status) && WTERMSIG(*status) == SIGTERM));
+}
+
+TEST_CASE("udp_echo_server rejects a bad command line with status 2",
+          "[udp_echo_server][options]") {
+    check_usage_errors(CORIO_UDP_ECHO_SERVER_PATH,
+                       {{"--port", "65536"}, {"--backlog", "1"}, {"--host", "localhost"}});
 }
 #endif
 

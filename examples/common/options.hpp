@@ -79,10 +79,11 @@ inline Option host_option(std::string& host) {
 }
 
 /// `--port P`. A server passes lowest = 0 (the kernel then picks a free port), a client 1.
-inline Option port_option(std::uint16_t& port, int lowest = 0) {
-    std::string help = "TCP port (default " + std::to_string(port) + ")";
+inline Option port_option(std::uint16_t& port, int lowest = 0, std::string_view protocol = "TCP") {
+    std::string help = std::string(protocol) + " port (default " + std::to_string(port) + ")";
     if (lowest == 0) {
-        help = "TCP port (default " + std::to_string(port) + "; 0 picks a free port)";
+        help = std::string(protocol) + " port (default " + std::to_string(port) +
+               "; 0 picks a free port)";
     }
     return {"--port", "P", help, [&port, lowest](std::string_view text) {
                 port = static_cast<std::uint16_t>(parse_number("--port", text, lowest, 65535));

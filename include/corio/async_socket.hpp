@@ -1,4 +1,4 @@
-// corio/async_socket.hpp - AsyncSocket: a non-blocking TCP socket for tasks.
+// corio/async_socket.hpp - AsyncSocket: a non-blocking stream socket (TCP or Unix) for tasks.
 //
 // Every operation first tries the system call; only when the kernel answers EAGAIN does the task
 // wait, and then try again. Readiness is a hint, the system call is the truth.
@@ -259,14 +259,14 @@ private:
     bool done_ = false;
 };
 
-inline int open_socket(int family) {
+inline int open_socket(int family, int type = SOCK_STREAM) {
 #if defined(SOCK_NONBLOCK) && defined(SOCK_CLOEXEC)
-    int fd = ::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = ::socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         throw_errno(errno, "socket");
     }
 #else
-    int fd = ::socket(family, SOCK_STREAM, 0);
+    int fd = ::socket(family, type, 0);
     if (fd < 0) {
         throw_errno(errno, "socket");
     }
@@ -285,7 +285,8 @@ inline int open_socket(int family) {
 
 } // namespace detail
 
-/// RAII over a non-blocking, close-on-exec TCP socket. Move-only; closing unregisters it first.
+/// RAII over a non-blocking, close-on-exec stream socket (TCP, or Unix-domain: see
+/// unix_socket.hpp). Move-only; closing unregisters it first.
 class AsyncSocket {
 public:
     AsyncSocket() noexcept = default;
@@ -306,10 +307,16 @@ public:
     /// A listening socket bound to `host` (numeric IPv4/IPv6) and `port` (0 picks a free one),
     /// with SO_REUSEADDR.
     static AsyncSocket listen(std::string_view host, std::uint16_t port, int backlog = SOMAXCONN) {
-        const SocketAddress address = SocketAddress::parse(host, port);
+        return listen(SocketAddress::parse(host, port), backlog);
+    }
+
+    /// A listening socket bound to `address`: IP (with SO_REUSEADDR) or a Unix-domain path, which
+    /// must not exist yet (EADDRINUSE otherwise: see unix_socket.hpp for who removes it).
+    static AsyncSocket listen(const SocketAddress& address, int backlog = SOMAXCONN) {
         AsyncSocket socket(detail::open_socket(address.family()));
         int on = 1;
-        if (::setsockopt(socket.state_.fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) < 0) {
+        if (address.family() != AF_UNIX &&
+            ::setsockopt(socket.state_.fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) < 0) {
             detail::throw_errno(errno, "setsockopt(SO_REUSEADDR)");
         }
         if (::bind(socket.state_.fd, address.data(), address.size()) < 0) {
@@ -324,7 +331,13 @@ public:
     /// Connects to `host` (numeric IPv4/IPv6) and `port`. The host is taken by value: the Task is
     /// lazy and may be awaited after the caller's string is gone.
     static Task<AsyncSocket> connect(std::string host, std::uint16_t port) {
-        const SocketAddress address = SocketAddress::parse(host, port);
+        co_return co_await connect(SocketAddress::parse(host, port));
+    }
+
+    /// Connects to `address`: IP, or a Unix-domain path (ENOENT if nothing is there,
+    /// ECONNREFUSED if nobody listens; EAGAIN if the listener's backlog is full: a Unix connect
+    /// does not wait for room). Taken by value, like the host above.
+    static Task<AsyncSocket> connect(SocketAddress address) {
         AsyncSocket socket(detail::open_socket(address.family()));
         if (::connect(socket.state_.fd, address.data(), address.size()) < 0) {
             if (errno != EINPROGRESS && errno != EINTR) { // EINTR: it goes on in the background
@@ -436,6 +449,8 @@ public:
     [[nodiscard]] detail::SocketWait wait_writable() noexcept { return wait(Interest::write); }
 
 private:
+    friend class UdpSocket; // owns its fd through an AsyncSocket, with datagram operations on it
+
     detail::SocketWait wait(Interest interest) noexcept { return {state_, interest}; }
 
     template <class Query>

@@ -15,6 +15,8 @@
 #include "corio/task_group.hpp"
 #include "corio/timeout.hpp"
 #include "corio/timeout_error.hpp"
+#include "corio/udp_socket.hpp"
+#include "corio/unix_socket.hpp"
 #include "corio/virtual_clock.hpp"
 #include "corio/when_all.hpp"
 #include "corio/when_any.hpp"

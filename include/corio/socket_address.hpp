@@ -1,11 +1,18 @@
-// corio/socket_address.hpp - an IPv4 or IPv6 endpoint (numeric address and port).
+// corio/socket_address.hpp - a socket endpoint: IPv4 or IPv6 (numeric address and port), or a
+// Unix-domain socket's path.
+//
+// One type for every family, rather than a separate UnixAddress: accept(), local_address() and
+// peer_address() give whatever the kernel filled in, so the same AsyncSocket serves TCP and Unix
+// streams, and a sockaddr_storage holds a sockaddr_un as it holds a sockaddr_in6.
 #pragma once
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
 #include <cerrno>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -14,7 +21,8 @@
 
 namespace corio {
 
-/// An IPv4 or IPv6 address with a port, as the socket calls take and give it.
+/// An IPv4 or IPv6 address with a port, or a Unix-domain socket's path, as the socket calls take
+/// and give it.
 class SocketAddress {
 public:
     SocketAddress() noexcept = default;
@@ -48,6 +56,26 @@ public:
         }
         return address;
     }
+
+    /// A Unix-domain socket's filesystem path (AF_UNIX). Throws std::system_error: ENAMETOOLONG if
+    /// the path does not fit sockaddr_un (max_unix_path bytes at most), EINVAL if it is empty or
+    /// holds a NUL. Binding creates the file; corio never removes it (see unix_socket.hpp).
+    static SocketAddress from_path(std::string_view path) {
+        if (path.empty() || path.find('\0') != std::string_view::npos) {
+            throw std::system_error(EINVAL, std::generic_category(),
+                                    "corio: not a Unix socket path: '" + std::string(path) + "'");
+        }
+        return unix_address(path, 0);
+    }
+
+#if defined(__linux__)
+    /// A Linux abstract Unix-domain socket name: no file, gone with the last socket bound to it.
+    /// `name` is without the leading NUL; to_string() shows it as "@name".
+    static SocketAddress abstract_name(std::string_view name) { return unix_address(name, 1); }
+#endif
+
+    /// The longest path from_path takes (sockaddr_un's sun_path keeps its terminating NUL).
+    static constexpr std::size_t max_unix_path = sizeof(sockaddr_un{}.sun_path) - 1;
 
     /// Adopts what accept/getsockname/getpeername filled in.
     static SocketAddress from_native(const sockaddr_storage& storage, socklen_t size) noexcept {
@@ -83,8 +111,27 @@ public:
         return ::inet_ntop(family(), raw, text, sizeof text) != nullptr ? text : "";
     }
 
-    /// "127.0.0.1:5001" or "[::1]:5001".
+    /// A Unix-domain socket's path ("" for another family or an unnamed socket); an abstract
+    /// name comes as "@name".
+    [[nodiscard]] std::string path() const {
+        constexpr auto offset = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path));
+        if (family() != AF_UNIX || size_ <= offset) {
+            return {}; // unnamed: a socket that was never bound, like a connecting client
+        }
+        const char* name = reinterpret_cast<const sockaddr_un*>(&storage_)->sun_path;
+        const std::size_t length = size_ - offset;
+        if (name[0] == '\0') {
+            return "@" + std::string(name + 1, length - 1);
+        }
+        return {name, ::strnlen(name, length)}; // the kernel may or may not count the NUL
+    }
+
+    /// "127.0.0.1:5001", "[::1]:5001", or a Unix socket's path ("(unnamed)" if it has none).
     [[nodiscard]] std::string to_string() const {
+        if (family() == AF_UNIX) {
+            std::string text = path();
+            return text.empty() ? "(unnamed)" : text;
+        }
         // Appended piece by piece: GCC 12 at -O3 warns (-Wrestrict, wrongly) on `"[" + host()`.
         std::string text;
         if (family() == AF_INET6) {
@@ -100,6 +147,24 @@ public:
     }
 
 private:
+    // An AF_UNIX address: `name` at sun_path + `skip` (1 for an abstract name's leading NUL).
+    static SocketAddress unix_address(std::string_view name, std::size_t skip) {
+        SocketAddress address;
+        auto* un = reinterpret_cast<sockaddr_un*>(&address.storage_);
+        if (skip + name.size() > max_unix_path) {
+            throw std::system_error(ENAMETOOLONG, std::generic_category(),
+                                    "corio: Unix socket name longer than " +
+                                        std::to_string(max_unix_path) + " bytes: '" +
+                                        std::string(name) + "'");
+        }
+        un->sun_family = AF_UNIX;
+        std::memcpy(un->sun_path + skip, name.data(), name.size());
+        const std::size_t terminator = skip == 0 ? 1 : 0; // a path counts its NUL, a name does not
+        address.size_ =
+            static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + skip + name.size() + terminator);
+        return address;
+    }
+
     static std::system_error invalid(std::string_view host) {
         return std::system_error(EINVAL, std::generic_category(),
                                  "corio: not a numeric IPv4 or IPv6 address: '" + std::string(host) + "'");
