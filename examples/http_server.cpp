@@ -24,13 +24,14 @@
 //     client can hold the others up (each connection is its own task). Sending a response also
 //     fails if the client takes none of it for that long.
 //   * memory: each connection owns an 8 KiB request buffer and a 16 KiB response buffer; files are
-//     sent in 16 KiB pieces, so a large file costs no more than a small one. Serving a request
-//     allocates nothing of its own.
+//     sent in 16 KiB pieces, so a large file costs no more than a small one. Requests are parsed in
+//     place; per request, the only allocations are the frames of the coroutines it awaits.
 //   * files are read with plain pread() on the loop's thread: fine for a local disk and small
 //     files; a server of large files on slow disks would hand that to a thread pool.
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -361,9 +362,12 @@ int main(int argc, char* argv[]) {
     }
     try {
         // The site lives in main, so it outlives the Scheduler and every connection task.
-        const http::Site site = file.empty()
-                                    ? http::Site::directory(root.empty() ? default_root(argv[0]) : root)
-                                    : http::Site::single_file(file);
+        const http::Site site =
+            !file.empty()   ? http::Site::single_file(file)
+            : root.empty() ? http::Site::directory(default_root(argv[0]),
+                                                   "no site beside the executable (the build "
+                                                   "copies examples/www there; or give --root)")
+                           : http::Site::directory(root);
         const Settings settings{
             site,
             std::chrono::duration_cast<Clock::duration>(idle_timeout.value_or(std::chrono::seconds(10))),

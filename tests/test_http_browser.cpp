@@ -33,6 +33,7 @@
 #include "support/catch.hpp"
 #include "support/child_process.hpp"
 #include "support/fd.hpp"
+#include "support/temporary_directory.hpp"
 
 #ifndef CORIO_HTTP_SERVER_PATH
 #error "CORIO_HTTP_SERVER_PATH must name the http_server example (tests/CMakeLists.txt defines it)"
@@ -140,16 +141,7 @@ public:
         }
         message += ",\"method\":" + json_string(method) + ",\"params\":" + std::string(params) + "}";
         message += '\0';
-        std::string_view rest = message;
-        while (!rest.empty()) {
-            const ssize_t written = ::write(commands_.get(), rest.data(), rest.size());
-            if (written < 0 && errno == EINTR) {
-                continue;
-            }
-            INFO("write to Chromium's pipe: " << errno_text(errno));
-            REQUIRE(written > 0);
-            rest.remove_prefix(static_cast<std::size_t>(written));
-        }
+        write_fully(commands_.get(), message, "Chromium's pipe");
         return id;
     }
 
@@ -232,26 +224,6 @@ private:
     int next_id_ = 1;
 };
 
-// A temporary profile directory for the browser, removed afterwards.
-class TemporaryDirectory {
-public:
-    TemporaryDirectory() {
-        char name[] = "/tmp/corio_chromium_XXXXXX";
-        REQUIRE(::mkdtemp(name) != nullptr);
-        path_ = name;
-    }
-    TemporaryDirectory(const TemporaryDirectory&) = delete;
-    TemporaryDirectory& operator=(const TemporaryDirectory&) = delete;
-    ~TemporaryDirectory() {
-        std::error_code ignored;
-        std::filesystem::remove_all(path_, ignored);
-    }
-    [[nodiscard]] const std::filesystem::path& path() const noexcept { return path_; }
-
-private:
-    std::filesystem::path path_;
-};
-
 // What one tab shows, read by evaluating this expression in it (no await: polled until ready).
 constexpr std::string_view page_state =
     "[location.href, document.readyState,"
@@ -328,7 +300,7 @@ TEST_CASE("http_server page renders in a real browser, 8 Chromium tabs at once",
     for (const int fd : {to_browser.first.get(), to_browser.second.get(), from_browser.second.get()}) {
         REQUIRE(::fcntl(fd, F_SETFL, 0) == 0);
     }
-    TemporaryDirectory profile;
+    TemporaryDirectory profile("corio_chromium_");
     std::vector<std::string> arguments{"--headless",
                                        "--remote-debugging-pipe",
                                        "--user-data-dir=" + profile.path().string(),

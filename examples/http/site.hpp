@@ -86,9 +86,10 @@ public:
     /// Longest decoded path a target may name (a request head is smaller anyway).
     static constexpr std::size_t max_path = 4096;
 
-    /// Serves the files below `root`. Throws std::system_error if it is not an openable directory.
-    static Site directory(const std::string& root) {
-        return Site(open_directory(root, "--root " + root), {});
+    /// Serves the files below `root`. Throws std::system_error if it is not an openable directory,
+    /// saying `what` was wrong with `root`.
+    static Site directory(const std::string& root, const std::string& what = "--root") {
+        return Site(open_directory(root, what + " " + root), {});
     }
 
     /// Serves one file, at "/" and at "/<its name>". Throws std::system_error if it cannot be read.

@@ -48,6 +48,19 @@ inline std::string errno_text(int error) {
     return std::strerror(error);
 }
 
+/// Writes all of `data` to the blocking `fd` (a pipe to a child); a failure fails the test.
+inline void write_fully(int fd, std::string_view data, const char* what) {
+    while (!data.empty()) {
+        const ssize_t written = ::write(fd, data.data(), data.size());
+        if (written < 0 && errno == EINTR) {
+            continue;
+        }
+        INFO("write to " << what << ": " << errno_text(errno));
+        REQUIRE(written > 0);
+        data.remove_prefix(static_cast<std::size_t>(written));
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Child processes
 // ---------------------------------------------------------------------------------------------
@@ -183,15 +196,7 @@ public:
 
     void write_stdin(std::string_view data) {
         REQUIRE(stdin_.get() >= 0);
-        while (!data.empty()) {
-            const ssize_t written = ::write(stdin_.get(), data.data(), data.size());
-            if (written < 0 && errno == EINTR) {
-                continue;
-            }
-            INFO("write to the child's stdin: " << errno_text(errno));
-            REQUIRE(written > 0);
-            data.remove_prefix(static_cast<std::size_t>(written));
-        }
+        write_fully(stdin_.get(), data, "the child's stdin");
     }
     void close_stdin() { stdin_.reset(); }
 
