@@ -167,7 +167,8 @@ corio::Task<> send_answer(corio::AsyncSocket& client, Outbox& outbox, const Answ
                                         static_cast<int>(answer.status));
         error_size = static_cast<std::size_t>(code.ptr - error_text.data());
         error_text[error_size++] = ' ';
-        error_size += reason.copy(error_text.data() + error_size, error_text.size() - error_size - 1);
+        error_size +=
+            reason.copy(error_text.data() + error_size, error_text.size() - error_size - 1);
         error_text[error_size++] = '\n';
         fields.content_length = error_size;
     }
@@ -194,7 +195,8 @@ corio::Task<> send_answer(corio::AsyncSocket& client, Outbox& outbox, const Answ
                 continue;
             }
             if (count <= 0) { // an error, or the file shrank: the promised length cannot be kept
-                throw std::runtime_error("the file could not be read to its end; connection closed");
+                throw std::runtime_error(
+                    "the file could not be read to its end; connection closed");
             }
             used += static_cast<std::size_t>(count);
             offset += static_cast<std::uint64_t>(count);
@@ -233,8 +235,8 @@ corio::Task<> close_gracefully(corio::AsyncSocket& client, Outbox& scratch) {
 void log_request(const Settings& settings, std::string_view head, Status status) {
     if (settings.verbose) {
         const std::string_view request_line = head.substr(0, head.find_first_of("\r\n"));
-        std::cerr << std::string(request_line) + " -> " +
-                         std::to_string(static_cast<int>(status)) + '\n';
+        std::cerr << std::string(request_line) + " -> " + std::to_string(static_cast<int>(status)) +
+                         '\n';
     }
 }
 
@@ -286,8 +288,8 @@ corio::Task<> serve_connection(corio::AsyncSocket client, const Settings& settin
 
             // 3. Drop the request, its body too, so that the next one is at the front.
             inbox.consume(head_size);
-            if (answer.keep_alive &&
-                !co_await skip_body(client, inbox, outbox, parsed.request.content_length, deadline)) {
+            if (answer.keep_alive && !co_await skip_body(client, inbox, outbox,
+                                                         parsed.request.content_length, deadline)) {
                 co_return; // the client left in the middle of its body
             }
 
@@ -349,9 +351,8 @@ int main(int argc, char* argv[]) {
              text_option("--root", "DIR", "serve the files below DIR (default: www beside me)",
                          root),
              text_option("--file", "PATH", "serve only this file, at / and /NAME", file),
-             examples::seconds_option("--idle-timeout",
-                                      "time a client has for each request (default 10)",
-                                      idle_timeout),
+             examples::seconds_option(
+                 "--idle-timeout", "time a client has for each request (default 10)", idle_timeout),
              examples::flag_option("--verbose", "log each request to stderr", verbose)})) {
         return *status; // --help, or a bad command line
     }
@@ -363,15 +364,15 @@ int main(int argc, char* argv[]) {
     try {
         // The site lives in main, so it outlives the Scheduler and every connection task.
         const http::Site site =
-            !file.empty()   ? http::Site::single_file(file)
+            !file.empty()  ? http::Site::single_file(file)
             : root.empty() ? http::Site::directory(default_root(argv[0]),
                                                    "no site beside the executable (the build "
                                                    "copies examples/www there; or give --root)")
                            : http::Site::directory(root);
-        const Settings settings{
-            site,
-            std::chrono::duration_cast<Clock::duration>(idle_timeout.value_or(std::chrono::seconds(10))),
-            verbose};
+        const Settings settings{site,
+                                std::chrono::duration_cast<Clock::duration>(
+                                    idle_timeout.value_or(std::chrono::seconds(10))),
+                                verbose};
         return examples::run_server("http_server", server,
                                     [&settings](corio::AsyncSocket listener) {
                                         return http_server(std::move(listener), settings);

@@ -12,13 +12,13 @@
 // with status 77, which ctest reports as skipped (SKIP_RETURN_CODE), never as passed. Every wait is
 // bounded; the browser is asked to close, then killed by PID whatever happens.
 #include <cerrno>
-#include <csignal>
-#include <exception>
-#include <fcntl.h>
 #include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
+#include <fcntl.h>
 #include <filesystem>
 #include <iostream>
 #include <map>
@@ -107,9 +107,15 @@ std::optional<std::string> string_field(std::string_view json, std::string_view 
         if (c == '\\' && at < json.size()) {
             const char escaped = json[at++];
             switch (escaped) {
-            case 'n': c = '\n'; break;
-            case 't': c = '\t'; break;
-            case 'r': c = '\r'; break;
+            case 'n':
+                c = '\n';
+                break;
+            case 't':
+                c = '\t';
+                break;
+            case 'r':
+                c = '\r';
+                break;
             case 'u': {
                 const unsigned long code =
                     std::strtoul(std::string(json.substr(at, 4)).c_str(), nullptr, 16);
@@ -117,7 +123,9 @@ std::optional<std::string> string_field(std::string_view json, std::string_view 
                 at += 4;
                 break;
             }
-            default: c = escaped; break; // \" \\ \/
+            default:
+                c = escaped;
+                break; // \" \\ \/
             }
         }
         value += c;
@@ -139,7 +147,8 @@ public:
         if (!session.empty()) {
             message += ",\"sessionId\":" + json_string(session);
         }
-        message += ",\"method\":" + json_string(method) + ",\"params\":" + std::string(params) + "}";
+        message +=
+            ",\"method\":" + json_string(method) + ",\"params\":" + std::string(params) + "}";
         message += '\0';
         write_fully(commands_.get(), message, "Chromium's pipe");
         return id;
@@ -169,8 +178,8 @@ public:
     }
 
     /// Sends a command and waits for its reply, which must come and must not be an error.
-    std::string call(std::string_view method, std::string_view params,
-                     Clock::time_point deadline, std::string_view session = "") {
+    std::string call(std::string_view method, std::string_view params, Clock::time_point deadline,
+                     std::string_view session = "") {
         const std::optional<std::string> answer = reply(send(method, params, session), deadline);
         INFO(method << " " << params);
         REQUIRE(answer.has_value());
@@ -255,7 +264,8 @@ TabState parse_tab_state(const std::string& value) {
 // Shows the browser's stderr when the test leaves by a failed REQUIRE: why it did not render.
 class BrowserLog {
 public:
-    BrowserLog(const Child& browser, std::string name) : browser_(browser), name_(std::move(name)) {}
+    BrowserLog(const Child& browser, std::string name)
+        : browser_(browser), name_(std::move(name)) {}
     BrowserLog(const BrowserLog&) = delete;
     BrowserLog& operator=(const BrowserLog&) = delete;
     ~BrowserLog() {
@@ -280,7 +290,8 @@ std::size_t count_of(std::string_view text, std::string_view what) {
 
 } // namespace
 
-TEST_CASE("http_server page renders in a real browser, 8 Chromium tabs at once", "[http_server][browser]") {
+TEST_CASE("http_server page renders in a real browser, 8 Chromium tabs at once",
+          "[http_server][browser]") {
     const std::optional<std::string> chromium = find_chromium();
     if (!chromium) {
         std::cout << "SKIPPED: no Chromium found (looked at $CORIO_CHROMIUM if set, else at "
@@ -297,7 +308,8 @@ TEST_CASE("http_server page renders in a real browser, 8 Chromium tabs at once",
     FdPair from_browser = make_pipe(); // its fd 4: its replies
     // Blocking, all but the end we poll: O_NONBLOCK belongs to the open pipe, not to one fd, so
     // the browser would get it too, and Chromium takes EAGAIN on its fd 3 for a broken pipe.
-    for (const int fd : {to_browser.first.get(), to_browser.second.get(), from_browser.second.get()}) {
+    for (const int fd :
+         {to_browser.first.get(), to_browser.second.get(), from_browser.second.get()}) {
         REQUIRE(::fcntl(fd, F_SETFL, 0) == 0);
     }
     TemporaryDirectory profile("corio_chromium_");
@@ -325,7 +337,8 @@ TEST_CASE("http_server page renders in a real browser, 8 Chromium tabs at once",
     // All tabs at once: every createTarget goes out before any reply is read.
     std::vector<int> creations;
     for (int tab = 0; tab < tabs; ++tab) {
-        creations.push_back(devtools.send("Target.createTarget", "{\"url\":" + json_string(url) + "}"));
+        creations.push_back(
+            devtools.send("Target.createTarget", "{\"url\":" + json_string(url) + "}"));
     }
     std::vector<std::string> sessions;
     for (const int creation : creations) {
@@ -334,9 +347,9 @@ TEST_CASE("http_server page renders in a real browser, 8 Chromium tabs at once",
         const std::optional<std::string> target = string_field(*created, "targetId");
         INFO("reply: " << *created);
         REQUIRE(target.has_value());
-        const std::string attached = devtools.call(
-            "Target.attachToTarget",
-            "{\"targetId\":" + json_string(*target) + ",\"flatten\":true}", deadline);
+        const std::string attached =
+            devtools.call("Target.attachToTarget",
+                          "{\"targetId\":" + json_string(*target) + ",\"flatten\":true}", deadline);
         const std::optional<std::string> session = string_field(attached, "sessionId");
         REQUIRE(session.has_value());
         sessions.push_back(*session);

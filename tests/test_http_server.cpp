@@ -267,7 +267,8 @@ TEST_CASE("http_server closes HTTP/1.0 connections unless asked to keep them", "
 
     Connection kept(server.port);
     for (int round = 0; round < 3; ++round) {
-        const Response response = kept.exchange("GET /a.txt HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        const Response response =
+            kept.exchange("GET /a.txt HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
         CHECK(response.status == 200);
         CHECK(response.header("Connection") == "keep-alive");
     }
@@ -445,8 +446,9 @@ TEST_CASE("http_server limits the size of a request", "[http_server]") {
     }
     SECTION("a chunked body: 501, then close") {
         Connection client(server.port);
-        const Response response = client.exchange(
-            "POST /a.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+        const Response response =
+            client.exchange("POST /a.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: "
+                            "chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
         CHECK(response.status == 501);
         CHECK(client.closed_by_server(3s));
     }
@@ -474,7 +476,8 @@ TEST_CASE("http_server serves 100 concurrent connections", "[http_server]") {
         INFO("client " << i);
         REQUIRE(response);
         CHECK(response->status == 200);
-        CHECK(response->body == (i % 2 == 0 ? read_file(site.root() / "index.html") : TestSite::big()));
+        CHECK(response->body ==
+              (i % 2 == 0 ? read_file(site.root() / "index.html") : TestSite::big()));
         served += response->status == 200 ? 1 : 0;
     }
     CHECK(served == clients);

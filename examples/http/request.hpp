@@ -20,9 +20,9 @@ namespace examples::http {
 /// The parts of a request head the file server acts on. Views into the buffer given to parse().
 struct Request {
     std::string_view method;
-    std::string_view target;       // as sent: "/a%20b.html?x=1"
-    int minor_version = 1;         // HTTP/1.<minor_version>
-    bool keep_alive = true;        // what the client asked for (Connection header and version)
+    std::string_view target; // as sent: "/a%20b.html?x=1"
+    int minor_version = 1;   // HTTP/1.<minor_version>
+    bool keep_alive = true;  // what the client asked for (Connection header and version)
     std::uint64_t content_length = 0;
     bool has_transfer_encoding = false; // a body whose end we cannot find: answer, then close
 };
@@ -110,7 +110,8 @@ struct ConnectionOptions {
     bool keep_alive = false;
 };
 
-constexpr void read_connection_options(std::string_view value, ConnectionOptions& options) noexcept {
+constexpr void read_connection_options(std::string_view value,
+                                       ConnectionOptions& options) noexcept {
     while (!value.empty()) {
         const std::size_t comma = value.find(',');
         const std::string_view option = trim(value.substr(0, comma));
@@ -195,8 +196,8 @@ constexpr ParsedRequest parse_request(std::string_view head) noexcept {
             return fail(Status::bad_request);
         }
     }
-    if (const Status version = detail::read_version(line.substr(second_space + 1),
-                                                    request.minor_version);
+    if (const Status version =
+            detail::read_version(line.substr(second_space + 1), request.minor_version);
         version != Status::ok) {
         return fail(version);
     }
@@ -247,8 +248,7 @@ constexpr ParsedRequest parse_request(std::string_view head) noexcept {
         return fail(Status::bad_request);
     }
     // HTTP/1.1 keeps the connection unless told to close; HTTP/1.0 closes unless told to keep it.
-    request.keep_alive =
-        !connection.close && (request.minor_version >= 1 || connection.keep_alive);
+    request.keep_alive = !connection.close && (request.minor_version >= 1 || connection.keep_alive);
     return parsed;
 }
 

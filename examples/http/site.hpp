@@ -65,12 +65,18 @@ constexpr std::string_view content_type_of(std::string_view name) noexcept {
         std::string_view type;
     };
     constexpr Type types[] = {
-        {"html", "text/html; charset=utf-8"},  {"htm", "text/html; charset=utf-8"},
-        {"css", "text/css; charset=utf-8"},    {"js", "text/javascript; charset=utf-8"},
-        {"json", "application/json"},          {"txt", "text/plain; charset=utf-8"},
-        {"svg", "image/svg+xml"},              {"png", "image/png"},
-        {"jpg", "image/jpeg"},                 {"jpeg", "image/jpeg"},
-        {"gif", "image/gif"},                  {"ico", "image/x-icon"},
+        {"html", "text/html; charset=utf-8"},
+        {"htm", "text/html; charset=utf-8"},
+        {"css", "text/css; charset=utf-8"},
+        {"js", "text/javascript; charset=utf-8"},
+        {"json", "application/json"},
+        {"txt", "text/plain; charset=utf-8"},
+        {"svg", "image/svg+xml"},
+        {"png", "image/png"},
+        {"jpg", "image/jpeg"},
+        {"jpeg", "image/jpeg"},
+        {"gif", "image/gif"},
+        {"ico", "image/x-icon"},
         {"wasm", "application/wasm"},
     };
     for (const Type& type : types) {
@@ -207,7 +213,8 @@ private:
     // O_NONBLOCK: opening a FIFO someone left in the root must not block the whole server; it is
     // then refused with everything else that is not a regular file.
     [[nodiscard]] Lookup open_file(const char* relative) const {
-        FileHandle file(::openat(root_.get(), relative, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+        FileHandle file(
+            ::openat(root_.get(), relative, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
         struct stat status {};
         if (file.get() < 0 || ::fstat(file.get(), &status) < 0 || !S_ISREG(status.st_mode)) {
             return Lookup{};

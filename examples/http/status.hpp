@@ -20,15 +20,24 @@ enum class Status : int {
 /// The reason phrase that goes after the code in a status line.
 constexpr std::string_view reason(Status status) noexcept {
     switch (status) {
-    case Status::ok: return "OK";
-    case Status::bad_request: return "Bad Request";
-    case Status::not_found: return "Not Found";
-    case Status::method_not_allowed: return "Method Not Allowed";
-    case Status::request_timeout: return "Request Timeout";
-    case Status::content_too_large: return "Content Too Large";
-    case Status::header_fields_too_large: return "Request Header Fields Too Large";
-    case Status::not_implemented: return "Not Implemented";
-    case Status::version_not_supported: return "HTTP Version Not Supported";
+    case Status::ok:
+        return "OK";
+    case Status::bad_request:
+        return "Bad Request";
+    case Status::not_found:
+        return "Not Found";
+    case Status::method_not_allowed:
+        return "Method Not Allowed";
+    case Status::request_timeout:
+        return "Request Timeout";
+    case Status::content_too_large:
+        return "Content Too Large";
+    case Status::header_fields_too_large:
+        return "Request Header Fields Too Large";
+    case Status::not_implemented:
+        return "Not Implemented";
+    case Status::version_not_supported:
+        return "HTTP Version Not Supported";
     }
     return "Unknown";
 }
