@@ -37,243 +37,22 @@
 #include <vector>
 
 #include "support/catch.hpp"
+#include "support/child_process.hpp"
 #include "support/fd.hpp"
+#include "support/tcp_client.hpp"
 
 #ifndef CORIO_ECHO_SERVER_PATH
 #error "CORIO_ECHO_SERVER_PATH must name the echo_server example (tests/CMakeLists.txt defines it)"
 #endif
 
-extern char** environ; // NOLINT: POSIX; handed to posix_spawn
-
 namespace {
 
-using corio::test::UniqueFd;
+using namespace corio::test; // Child, Server, UniqueFd, connect_to, read_some...
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
 constexpr std::size_t kib = 1024;
 constexpr std::size_t mib = 1024 * kib;
-
-// The test process writes to sockets and pipes whose other end may be gone: that must be an error
-// code, never a SIGPIPE that ends the test run. (Children get the default disposition back.)
-const bool sigpipe_ignored = [] {
-    std::signal(SIGPIPE, SIG_IGN);
-    return true;
-}();
-
-std::string errno_text(int error) {
-    return std::strerror(error);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Child processes
-// ---------------------------------------------------------------------------------------------
-
-// A program started with posix_spawn: stdout is a pipe we read, stderr goes to a temporary file
-// (so the child never blocks on it), stdin is /dev/null or a pipe we write. The destructor kills
-// the child (SIGKILL, by PID) unless it was already reaped, and reaps it.
-class Child {
-public:
-    Child(const std::string& path, const std::vector<std::string>& arguments,
-          bool stdin_pipe = false) {
-        char error_template[] = "/tmp/corio_test_stderr_XXXXXX";
-        const int error_fd = ::mkstemp(error_template);
-        REQUIRE(error_fd >= 0);
-        ::close(error_fd);
-        stderr_path_ = error_template;
-
-        int out[2] = {-1, -1};
-        REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
-        stdout_ = UniqueFd(out[0]);
-        UniqueFd out_write(out[1]);
-        UniqueFd in_read;
-        if (stdin_pipe) {
-            int in[2] = {-1, -1};
-            REQUIRE(::pipe2(in, O_CLOEXEC) == 0);
-            in_read = UniqueFd(in[0]);
-            stdin_ = UniqueFd(in[1]);
-        }
-
-        posix_spawn_file_actions_t actions;
-        posix_spawn_file_actions_init(&actions);
-        if (stdin_pipe) {
-            posix_spawn_file_actions_adddup2(&actions, in_read.get(), 0);
-        } else {
-            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-        }
-        posix_spawn_file_actions_adddup2(&actions, out_write.get(), 1);
-        posix_spawn_file_actions_addopen(&actions, 2, stderr_path_.c_str(), O_WRONLY | O_TRUNC, 0);
-
-        // The child starts with default signal dispositions (we ignore SIGPIPE) and no blocked
-        // signals, whatever the test framework did to this process.
-        posix_spawnattr_t attributes;
-        posix_spawnattr_init(&attributes);
-        sigset_t defaults;
-        sigemptyset(&defaults);
-        for (const int number : {SIGPIPE, SIGINT, SIGTERM}) {
-            sigaddset(&defaults, number);
-        }
-        sigset_t no_mask;
-        sigemptyset(&no_mask);
-        posix_spawnattr_setsigdefault(&attributes, &defaults);
-        posix_spawnattr_setsigmask(&attributes, &no_mask);
-        posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
-
-        std::vector<std::string> all{path};
-        all.insert(all.end(), arguments.begin(), arguments.end());
-        std::vector<char*> argv;
-        argv.reserve(all.size() + 1);
-        for (std::string& argument : all) {
-            argv.push_back(argument.data());
-        }
-        argv.push_back(nullptr);
-
-        const int error =
-            ::posix_spawn(&pid_, path.c_str(), &actions, &attributes, argv.data(), environ);
-        posix_spawn_file_actions_destroy(&actions);
-        posix_spawnattr_destroy(&attributes);
-        INFO("posix_spawn " << path << ": " << errno_text(error));
-        REQUIRE(error == 0);
-    }
-
-    Child(const Child&) = delete;
-    Child& operator=(const Child&) = delete;
-
-    ~Child() {
-        if (pid_ > 0 && !status_) {
-            ::kill(pid_, SIGKILL);
-            int status = 0;
-            while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-            }
-        }
-        std::error_code ignored;
-        std::filesystem::remove(stderr_path_, ignored);
-    }
-
-    [[nodiscard]] pid_t pid() const noexcept { return pid_; }
-
-    /// The next line of the child's stdout, without the newline; nothing on EOF or timeout.
-    std::optional<std::string> read_line(std::chrono::milliseconds timeout) {
-        const auto deadline = Clock::now() + timeout;
-        for (;;) {
-            if (const auto newline = stdout_buffer_.find('\n'); newline != std::string::npos) {
-                std::string line = stdout_buffer_.substr(0, newline);
-                stdout_buffer_.erase(0, newline + 1);
-                return line;
-            }
-            if (!read_stdout_chunk(deadline)) {
-                return std::nullopt;
-            }
-        }
-    }
-
-    /// Everything the child writes to stdout until it closes it (or the timeout).
-    std::string read_stdout_to_end(std::chrono::milliseconds timeout) {
-        const auto deadline = Clock::now() + timeout;
-        while (read_stdout_chunk(deadline)) {
-        }
-        return std::exchange(stdout_buffer_, {});
-    }
-
-    /// What the child wrote to stderr so far.
-    [[nodiscard]] std::string stderr_text() const {
-        std::ifstream file(stderr_path_);
-        std::ostringstream text;
-        text << file.rdbuf();
-        return text.str();
-    }
-
-    void write_stdin(std::string_view data) {
-        REQUIRE(stdin_.get() >= 0);
-        while (!data.empty()) {
-            const ssize_t written = ::write(stdin_.get(), data.data(), data.size());
-            if (written < 0 && errno == EINTR) {
-                continue;
-            }
-            INFO("write to the child's stdin: " << errno_text(errno));
-            REQUIRE(written > 0);
-            data.remove_prefix(static_cast<std::size_t>(written));
-        }
-    }
-    void close_stdin() { stdin_.reset(); }
-
-    void send_signal(int number) const { REQUIRE(::kill(pid_, number) == 0); }
-
-    /// Waits up to `timeout` for the child to end; its wait status, or nothing if still running.
-    std::optional<int> wait_exit(std::chrono::milliseconds timeout) {
-        const auto deadline = Clock::now() + timeout;
-        while (!status_) {
-            int status = 0;
-            const pid_t result = ::waitpid(pid_, &status, WNOHANG);
-            if (result == pid_) {
-                status_ = status;
-            } else if (result < 0 && errno != EINTR) {
-                FAIL("waitpid: " << errno_text(errno));
-            } else if (Clock::now() >= deadline) {
-                break;
-            } else {
-                std::this_thread::sleep_for(5ms);
-            }
-        }
-        return status_;
-    }
-
-    /// True while the child runs (it has not exited, been killed, or been reaped).
-    bool running() { return !wait_exit(0ms).has_value(); }
-
-private:
-    // Appends what stdout has now, waiting until `deadline`. False on EOF, error or timeout.
-    bool read_stdout_chunk(Clock::time_point deadline) {
-        for (;;) {
-            const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
-            if (left.count() <= 0) {
-                return false;
-            }
-            pollfd watched{stdout_.get(), POLLIN, 0};
-            const int ready = ::poll(&watched, 1, static_cast<int>(left.count()));
-            if (ready < 0 && errno == EINTR) {
-                continue;
-            }
-            if (ready <= 0) {
-                return false;
-            }
-            char chunk[4096];
-            const ssize_t count = ::read(stdout_.get(), chunk, sizeof chunk);
-            if (count < 0 && errno == EINTR) {
-                continue;
-            }
-            if (count <= 0) {
-                return false;
-            }
-            stdout_buffer_.append(chunk, static_cast<std::size_t>(count));
-            return true;
-        }
-    }
-
-    pid_t pid_ = -1;
-    std::optional<int> status_;
-    UniqueFd stdout_;
-    UniqueFd stdin_;
-    std::string stdout_buffer_;
-    std::string stderr_path_;
-};
-
-bool exited_with(const std::optional<int>& status, int code) {
-    return status && WIFEXITED(*status) && WEXITSTATUS(*status) == code;
-}
-
-std::string describe_status(const std::optional<int>& status) {
-    if (!status) {
-        return "still running";
-    }
-    if (WIFEXITED(*status)) {
-        return "exited with status " + std::to_string(WEXITSTATUS(*status));
-    }
-    if (WIFSIGNALED(*status)) {
-        return "killed by signal " + std::to_string(WTERMSIG(*status));
-    }
-    return "wait status " + std::to_string(*status);
-}
 
 /// Runs the program at `path` with each of the command lines, and checks that it rejects each
 /// one with exit status 2 and a message on stderr.
@@ -287,42 +66,6 @@ void check_usage_errors(const std::string& path,
         CHECK_FALSE(program.stderr_text().empty());
     }
 }
-
-/// A command line's arguments as they are shown in messages: " 'a' 'b'".
-std::string quoted(const std::vector<std::string>& arguments) {
-    std::string shown;
-    for (const auto& argument : arguments) {
-        shown += " '" + argument + "'";
-    }
-    return shown;
-}
-
-/// Reads the "listening on HOST:PORT" line a server prints when it is ready; gives the port.
-std::uint16_t listening_port(Child& server) {
-    const std::optional<std::string> line = server.read_line(5s);
-    INFO("server stderr: " << server.stderr_text());
-    REQUIRE(line.has_value());
-    INFO("server said: " << *line);
-    REQUIRE(line->starts_with("listening on 127.0.0.1:"));
-    const int port = std::stoi(line->substr(line->rfind(':') + 1));
-    REQUIRE(port > 0);
-    REQUIRE(port < 65536);
-    return static_cast<std::uint16_t>(port);
-}
-
-// A server child and its port, started with --port 0 and the given extra arguments.
-struct Server {
-    explicit Server(const std::string& path, std::vector<std::string> arguments = {})
-        : process(path, with_port_zero(std::move(arguments))), port(listening_port(process)) {}
-
-    static std::vector<std::string> with_port_zero(std::vector<std::string> arguments) {
-        arguments.insert(arguments.begin(), {"--port", "0"});
-        return arguments;
-    }
-
-    Child process;
-    std::uint16_t port;
-};
 
 // ---------------------------------------------------------------------------------------------
 // /proc
@@ -373,91 +116,6 @@ std::size_t open_fds_below(pid_t pid, std::size_t limit) {
 // Sockets
 // ---------------------------------------------------------------------------------------------
 
-void set_timeouts(int fd, std::chrono::milliseconds timeout) {
-    timeval value{};
-    value.tv_sec = static_cast<time_t>(timeout.count() / 1000);
-    value.tv_usec = static_cast<suseconds_t>((timeout.count() % 1000) * 1000);
-    REQUIRE(::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &value, sizeof value) == 0);
-    REQUIRE(::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &value, sizeof value) == 0);
-}
-
-/// A blocking TCP connection to 127.0.0.1:port whose reads and writes give up after 5 s.
-UniqueFd connect_to(std::uint16_t port) {
-    UniqueFd socket(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    REQUIRE(socket.get() >= 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(port);
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    set_timeouts(socket.get(), 5s); // SO_SNDTIMEO bounds connect() too
-    int result = 0;
-    do {
-        result =
-            ::connect(socket.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address);
-    } while (result < 0 && errno == EINTR);
-    INFO("connect to port " << port << ": " << errno_text(errno));
-    REQUIRE(result == 0);
-    const int on = 1;
-    ::setsockopt(socket.get(), IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
-    return socket;
-}
-
-void send_text(int fd, std::string_view data) {
-    while (!data.empty()) {
-        const ssize_t sent = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
-        if (sent < 0 && errno == EINTR) {
-            continue;
-        }
-        INFO("send: " << errno_text(errno));
-        REQUIRE(sent > 0);
-        data.remove_prefix(static_cast<std::size_t>(sent));
-    }
-}
-
-/// What one read from a peer brought.
-struct Reading {
-    enum class Kind { data, end_of_stream, reset, timeout } kind;
-    std::string data;
-};
-
-/// Waits up to `timeout` for data, end-of-stream or an error on `fd`.
-Reading read_some(int fd, std::chrono::milliseconds timeout) {
-    pollfd watched{fd, POLLIN, 0};
-    int ready = 0;
-    do {
-        ready = ::poll(&watched, 1, static_cast<int>(timeout.count()));
-    } while (ready < 0 && errno == EINTR);
-    if (ready <= 0) {
-        return {Reading::Kind::timeout, {}};
-    }
-    char chunk[64 * 1024];
-    const ssize_t count = ::recv(fd, chunk, sizeof chunk, MSG_DONTWAIT);
-    if (count > 0) {
-        return {Reading::Kind::data, std::string(chunk, static_cast<std::size_t>(count))};
-    }
-    if (count == 0) {
-        return {Reading::Kind::end_of_stream, {}};
-    }
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        return {Reading::Kind::timeout, {}}; // spurious wake-up: treat as nothing yet
-    }
-    return {Reading::Kind::reset, {}};
-}
-
-/// Reads exactly `size` bytes (fewer only on end-of-stream, error or timeout).
-std::string read_exactly(int fd, std::size_t size, std::chrono::milliseconds timeout = 5s) {
-    const auto deadline = Clock::now() + timeout;
-    std::string received;
-    while (received.size() < size && Clock::now() < deadline) {
-        const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
-        Reading reading = read_some(fd, left);
-        if (reading.kind != Reading::Kind::data) {
-            break;
-        }
-        received += reading.data;
-    }
-    return received;
-}
 
 /// Sends `message` and checks that the same bytes come back.
 void check_round_trip(int fd, const std::string& message) {
@@ -465,22 +123,6 @@ void check_round_trip(int fd, const std::string& message) {
     CHECK(read_exactly(fd, message.size()) == message);
 }
 
-/// True once the peer closed the connection (end-of-stream or reset) within `timeout`; data that
-/// arrives first is skipped.
-bool closed_by_peer(int fd, std::chrono::milliseconds timeout) {
-    const auto deadline = Clock::now() + timeout;
-    while (Clock::now() < deadline) {
-        const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
-        const Reading reading = read_some(fd, left);
-        if (reading.kind == Reading::Kind::end_of_stream || reading.kind == Reading::Kind::reset) {
-            return true;
-        }
-        if (reading.kind == Reading::Kind::timeout) {
-            return false;
-        }
-    }
-    return false;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Streams of checkable data

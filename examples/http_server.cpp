@@ -1,0 +1,384 @@
+// http_server - serves files over HTTP/1.1 to browsers, any number of connections at once.
+//
+//     http_server [--host H] [--port P] [--backlog N] [--root DIR | --file PATH]
+//                 [--idle-timeout SECONDS] [--verbose]
+//
+// By default it serves the small site in `www/` beside the executable (the build copies
+// examples/www there) on 127.0.0.1:8000: open http://127.0.0.1:8000/ in a browser, in as many tabs
+// as you like. It prints `listening on HOST:PORT` when ready (--port 0 picks a free port), runs
+// until SIGINT or SIGTERM and then exits with status 0; a bad command line exits with status 2,
+// a root it cannot open with status 1.
+//
+// The last server of the course notes corio grew from: one task per connection, written as if it
+// blocked, reading requests and writing responses in a loop. What it takes from HTTP/1.1:
+//   * keep-alive: a connection carries any number of requests; `Connection: close` ends it after
+//     the response, and HTTP/1.0 ends it unless the client asked for keep-alive.
+//   * pipelining: requests sent back to back are answered in order, from one buffer.
+//   * GET and HEAD (the same head, no body); any other method is a 405 with `Allow: GET, HEAD`.
+//   * 400 for a malformed request line or header (http/request.hpp is strict on purpose), 404 for
+//     what is not a regular file of the site, 400 for a path that tries to leave it (`..`).
+//   * limits: a request head over 8 KiB is a 431, a body over 64 KiB a 413, a chunked body a 501;
+//     all three close the connection. Smaller bodies are read and dropped (nothing is uploaded).
+//   * --idle-timeout (default 10 s): a connection gets that long to send each whole request head,
+//     so a client that sends half a request and stalls is closed (after a 408), and no slow
+//     client can hold the others up (each connection is its own task). Sending a response also
+//     fails if the client takes none of it for that long.
+//   * memory: each connection owns an 8 KiB request buffer and a 16 KiB response buffer; files are
+//     sent in 16 KiB pieces, so a large file costs no more than a small one. Requests are parsed in
+//     place; per request, the only allocations are the frames of the coroutines it awaits.
+//   * files are read with plain pread() on the loop's thread: fine for a local disk and small
+//     files; a server of large files on slow disks would hand that to a thread pool.
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <iostream>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <sys/socket.h>
+#include <system_error>
+#include <unistd.h>
+#include <utility>
+
+#include <corio/corio.hpp>
+
+#include "common/acceptor.hpp"
+#include "common/options.hpp"
+#include "common/server.hpp"
+#include "http/request.hpp"
+#include "http/response_head.hpp"
+#include "http/site.hpp"
+
+namespace {
+
+namespace http = examples::http;
+using Clock = corio::Scheduler::Clock;
+using http::Status;
+
+constexpr std::size_t head_limit = 8 * 1024;      // a longer request head: 431
+constexpr std::uint64_t body_limit = 64 * 1024;   // a longer request body: 413
+constexpr std::size_t response_chunk = 16 * 1024; // head + file data, sent a piece at a time
+
+struct Settings {
+    const http::Site& site;
+    Clock::duration idle;
+    bool verbose;
+};
+
+// The bytes a connection received and has not used yet: the next request(s).
+class Inbox {
+public:
+    [[nodiscard]] std::string_view view() const noexcept { return {bytes_.data(), size_}; }
+    [[nodiscard]] bool full() const noexcept { return size_ == bytes_.size(); }
+    [[nodiscard]] std::span<char> free_space() noexcept { return std::span(bytes_).subspan(size_); }
+    void add(std::size_t count) noexcept { size_ += count; }
+    // Drops the first `count` bytes; what follows (a pipelined request) moves to the front.
+    void consume(std::size_t count) noexcept {
+        count = std::min(count, size_);
+        std::memmove(bytes_.data(), bytes_.data() + count, size_ - count);
+        size_ -= count;
+    }
+
+private:
+    std::array<char, head_limit> bytes_; // not zeroed: only bytes received are read
+    std::size_t size_ = 0;
+};
+
+using Outbox = std::array<char, response_chunk>;
+
+// What to answer: a status, and for a 200 the file. Decided before the request's bytes leave the
+// inbox (the request's fields are views into it).
+struct Answer {
+    Status status = Status::ok;
+    bool keep_alive = false;
+    bool head_only = false;
+    http::Lookup file; // open for a 200
+};
+
+Answer decide(const http::ParsedRequest& parsed, const http::Site& site) {
+    const http::Request& request = parsed.request;
+    Answer answer;
+    if (parsed.error != Status::ok) {
+        answer.status = parsed.error; // we cannot trust where this request ends: close
+    } else if (request.has_transfer_encoding) {
+        answer.status = Status::not_implemented; // chunked bodies: we cannot find the end
+    } else if (request.content_length > body_limit) {
+        answer.status = Status::content_too_large;
+    } else {
+        answer.keep_alive = request.keep_alive;
+        answer.head_only = request.method == "HEAD";
+        if (request.method != "GET" && request.method != "HEAD") {
+            answer.status = Status::method_not_allowed;
+        } else {
+            answer.file = site.open(request.target);
+            answer.status = answer.file.status;
+        }
+    }
+    return answer;
+}
+
+// Reads and drops `length` body bytes, first those already in the inbox. False if the client
+// closed first.
+corio::Task<bool> skip_body(corio::AsyncSocket& client, Inbox& inbox, Outbox& scratch,
+                            std::uint64_t length, Clock::time_point deadline) {
+    const std::size_t buffered =
+        static_cast<std::size_t>(std::min<std::uint64_t>(length, inbox.view().size()));
+    inbox.consume(buffered);
+    length -= buffered;
+    while (length > 0) {
+        const std::size_t wanted =
+            static_cast<std::size_t>(std::min<std::uint64_t>(length, scratch.size()));
+        const std::size_t received =
+            co_await corio::timeout_at(deadline, client.recv(std::span(scratch).first(wanted)));
+        if (received == 0) {
+            co_return false;
+        }
+        length -= received;
+    }
+    co_return true;
+}
+
+// Sends the answer: head, then the file (GET) or a one-line text (errors), in pieces of the
+// outbox. The head and the start of the body leave in one send.
+corio::Task<> send_answer(corio::AsyncSocket& client, Outbox& outbox, const Answer& answer,
+                          Clock::duration idle) {
+    std::array<char, 48> error_text{}; // "404 Not Found\n"
+    std::size_t error_size = 0;
+    http::ResponseFields fields;
+    fields.keep_alive = answer.keep_alive;
+    fields.allow = answer.status == Status::method_not_allowed;
+    if (answer.status == Status::ok) {
+        fields.content_type = answer.file.content_type;
+        fields.content_length = answer.file.size;
+    } else {
+        const std::string_view reason = http::reason(answer.status);
+        const auto code = std::to_chars(error_text.data(), error_text.data() + 3,
+                                        static_cast<int>(answer.status));
+        error_size = static_cast<std::size_t>(code.ptr - error_text.data());
+        error_text[error_size++] = ' ';
+        error_size +=
+            reason.copy(error_text.data() + error_size, error_text.size() - error_size - 1);
+        error_text[error_size++] = '\n';
+        fields.content_length = error_size;
+    }
+    std::size_t used = http::write_response_head(outbox, answer.status, fields);
+    if (used == 0) {
+        throw std::logic_error("response head larger than the outbox");
+    }
+    const std::uint64_t body_size = answer.head_only ? 0 : fields.content_length;
+    std::uint64_t offset = 0;
+    for (;;) {
+        // Fill the rest of the outbox with the next piece of the body.
+        while (offset < body_size && used < outbox.size()) {
+            const std::size_t room = static_cast<std::size_t>(
+                std::min<std::uint64_t>(outbox.size() - used, body_size - offset));
+            if (answer.status != Status::ok) {
+                std::memcpy(outbox.data() + used, error_text.data() + offset, room);
+                used += room;
+                offset += room;
+                continue;
+            }
+            const ssize_t count = ::pread(answer.file.file.get(), outbox.data() + used, room,
+                                          static_cast<off_t>(offset));
+            if (count < 0 && errno == EINTR) {
+                continue;
+            }
+            if (count <= 0) { // an error, or the file shrank: the promised length cannot be kept
+                throw std::runtime_error(
+                    "the file could not be read to its end; connection closed");
+            }
+            used += static_cast<std::size_t>(count);
+            offset += static_cast<std::uint64_t>(count);
+        }
+        if (used == 0) {
+            co_return;
+        }
+        // A client that takes nothing for `idle` is dropped (TimeoutError ends the connection).
+        co_await corio::timeout_after(idle, client.send_all(std::span(outbox).first(used)));
+        used = 0;
+    }
+}
+
+// Closes the way clients can read our last answer: a close() with unread request bytes still
+// in our receive buffer sends a reset, which can destroy the answer before the client reads it.
+// So: send FIN, read and drop what the client still sends (a bounded amount, for a bounded time),
+// then close.
+corio::Task<> close_gracefully(corio::AsyncSocket& client, Outbox& scratch) {
+    try {
+        client.shutdown_write();
+        std::size_t dropped = 0;
+        const auto until = Clock::now() + std::chrono::seconds(2);
+        while (dropped < 1024 * 1024) {
+            const std::optional<std::size_t> received =
+                co_await corio::ignore_at(until, client.recv(scratch));
+            if (!received || *received == 0) {
+                break;
+            }
+            dropped += *received;
+        }
+    } catch (const std::system_error&) { // the client already left: nothing more to do
+    }
+    client.close();
+}
+
+void log_request(const Settings& settings, std::string_view head, Status status) {
+    if (settings.verbose) {
+        const std::string_view request_line = head.substr(0, head.find_first_of("\r\n"));
+        std::cerr << std::string(request_line) + " -> " + std::to_string(static_cast<int>(status)) +
+                         '\n';
+    }
+}
+
+// One connection: requests and answers, in order, until one side closes or the client is idle.
+corio::Task<> serve_connection(corio::AsyncSocket client, const Settings& settings) {
+    Inbox inbox;
+    Outbox outbox; // not zeroed: only written bytes are sent
+    const int on = 1;
+    ::setsockopt(client.fd(), IPPROTO_TCP, TCP_NODELAY, &on, sizeof on); // answers leave at once
+    try {
+        for (;;) {
+            // 1. A whole request head, within the idle timeout.
+            const Clock::time_point deadline = Clock::now() + settings.idle;
+            std::size_t head_size = std::string_view::npos;
+            for (;;) {
+                inbox.consume(http::leading_empty_lines(inbox.view()));
+                head_size = http::find_head_end(inbox.view());
+                if (head_size != std::string_view::npos) {
+                    break;
+                }
+                if (inbox.full()) {
+                    Answer too_large;
+                    too_large.status = Status::header_fields_too_large;
+                    log_request(settings, inbox.view(), too_large.status);
+                    co_await send_answer(client, outbox, too_large, settings.idle);
+                    co_await close_gracefully(client, outbox);
+                    co_return;
+                }
+                const std::optional<std::size_t> received =
+                    co_await corio::ignore_at(deadline, client.recv(inbox.free_space()));
+                if (!received && !inbox.view().empty()) { // half a request, then silence
+                    Answer timed_out;
+                    timed_out.status = Status::request_timeout;
+                    co_await send_answer(client, outbox, timed_out, settings.idle);
+                    co_await close_gracefully(client, outbox);
+                    co_return;
+                }
+                if (!received || *received == 0) { // idle between requests, or the client left
+                    co_return;
+                }
+                inbox.add(*received);
+            }
+
+            // 2. What to answer (the request's fields point into the inbox until step 3).
+            const http::ParsedRequest parsed =
+                http::parse_request(inbox.view().substr(0, head_size));
+            const Answer answer = decide(parsed, settings.site);
+            log_request(settings, inbox.view(), answer.status);
+
+            // 3. Drop the request, its body too, so that the next one is at the front.
+            inbox.consume(head_size);
+            if (answer.keep_alive && !co_await skip_body(client, inbox, outbox,
+                                                         parsed.request.content_length, deadline)) {
+                co_return; // the client left in the middle of its body
+            }
+
+            // 4. Answer; keep the connection if both sides want to.
+            co_await send_answer(client, outbox, answer, settings.idle);
+            if (!answer.keep_alive) {
+                co_await close_gracefully(client, outbox);
+                co_return;
+            }
+        }
+    } catch (const std::exception& error) { // a reset, a timeout while sending: this client only
+        if (settings.verbose) {
+            std::cerr << std::string("connection ended: ") + error.what() + '\n';
+        }
+    }
+} // the socket closes here
+
+corio::Task<> http_server(corio::AsyncSocket listener, const Settings& settings) {
+    examples::Acceptor acceptor(std::move(listener), settings.verbose);
+    for (;;) {
+        corio::Accepted accepted = co_await acceptor.accept();
+        co_await corio::NewTask{serve_connection(std::move(accepted.socket), settings)};
+    }
+}
+
+// `www` beside the executable, where the build copies examples/www.
+std::string default_root(const char* argv0) {
+    std::error_code error;
+    std::filesystem::path executable = std::filesystem::read_symlink("/proc/self/exe", error);
+    if (error) {
+        executable = argv0;
+    }
+    return (executable.parent_path() / "www").string();
+}
+
+examples::Option text_option(std::string_view name, std::string_view value_name, std::string help,
+                             std::string& value) {
+    return {name, value_name, std::move(help), [name, &value](std::string_view text) {
+                if (text.empty()) {
+                    throw examples::UsageError("empty value for " + std::string(name));
+                }
+                value = text;
+            }};
+}
+
+} // namespace
+
+int main(int argc, char* argv[]) {
+    examples::ServerOptions server;
+    server.port = 8000;
+    std::string root;
+    std::string file;
+    std::optional<std::chrono::nanoseconds> idle_timeout;
+    bool verbose = false;
+    if (const auto status = examples::parse_command_line(
+            argc, argv, "http_server", "Serves files over HTTP/1.1.",
+            {examples::host_option(server.host), examples::port_option(server.port),
+             examples::backlog_option(server.backlog),
+             text_option("--root", "DIR", "serve the files below DIR (default: www beside me)",
+                         root),
+             text_option("--file", "PATH", "serve only this file, at / and /NAME", file),
+             examples::seconds_option(
+                 "--idle-timeout", "time a client has for each request (default 10)", idle_timeout),
+             examples::flag_option("--verbose", "log each request to stderr", verbose)})) {
+        return *status; // --help, or a bad command line
+    }
+    if (!root.empty() && !file.empty()) {
+        std::cerr << "http_server: --root and --file exclude each other\n"
+                     "Try 'http_server --help' for more information.\n";
+        return 2;
+    }
+    try {
+        // The site lives in main, so it outlives the Scheduler and every connection task.
+        const http::Site site =
+            !file.empty()  ? http::Site::single_file(file)
+            : root.empty() ? http::Site::directory(default_root(argv[0]),
+                                                   "no site beside the executable (the build "
+                                                   "copies examples/www there; or give --root)")
+                           : http::Site::directory(root);
+        const Settings settings{site,
+                                std::chrono::duration_cast<Clock::duration>(
+                                    idle_timeout.value_or(std::chrono::seconds(10))),
+                                verbose};
+        return examples::run_server("http_server", server,
+                                    [&settings](corio::AsyncSocket listener) {
+                                        return http_server(std::move(listener), settings);
+                                    });
+    } catch (const std::system_error& error) { // the site cannot be opened
+        std::cerr << "http_server: " << error.what() << '\n';
+        return 1;
+    }
+}
