@@ -1,6 +1,7 @@
 // echo_server - sends every byte it receives back to whoever sent it, to any number of clients.
 //
-//     echo_server [--host H] [--port P] [--backlog N] [--idle-timeout SECONDS] [--verbose]
+//     echo_server [--host H] [--port P] [--backlog N] [--threads N] [--idle-timeout SECONDS]
+//                 [--verbose]
 //
 // Once it accepts connections it prints `listening on HOST:PORT` (with --port 0 the kernel picks
 // the port, and that line says which). It runs until SIGINT or SIGTERM and then exits with status
@@ -16,7 +17,10 @@
 //     only after the last echo was sent.
 //   * a client that resets its connection ends that connection only, quietly.
 //   * out of file descriptors: the Acceptor (common/acceptor.hpp) neither spins nor gives up.
-//   * SIGINT/SIGTERM: a clean exit with status 0 (common/signal_pipe.hpp).
+//   * SIGINT/SIGTERM: a task waits for them (corio::SignalWait), then every Scheduler stops, the
+//     listeners and connections close, and the program exits with status 0 (common/server.hpp).
+//   * --threads N (default 1): N threads, each a Scheduler with its own listener on the same
+//     address (SO_REUSEPORT): the kernel spreads the connections, the threads share nothing.
 //   * --idle-timeout SECONDS (e.g. 0.2 or 30; off by default): a client that sends nothing for
 //     that long is disconnected, so silent connections cannot pile up.
 #include <array>
@@ -101,7 +105,7 @@ int main(int argc, char* argv[]) {
     if (const auto status = examples::parse_command_line(
             argc, argv, "echo_server", "Sends every byte it receives back to its sender.",
             {examples::host_option(server.host), examples::port_option(server.port),
-             examples::backlog_option(server.backlog),
+             examples::backlog_option(server.backlog), examples::threads_option(server.threads),
              examples::seconds_option("--idle-timeout",
                                       "disconnect a client silent for that long (e.g. 0.2)",
                                       idle_timeout),
