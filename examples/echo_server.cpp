@@ -43,12 +43,13 @@
 
 namespace {
 
-// One line on stderr per connection event, only with --verbose. Without it, it holds a null
-// pointer and no more: every idle connection carries one in its frame.
+// One line on stderr per connection event, only with --verbose ("PEER: event", and with several
+// threads "PEER on thread N: event"). Without it, it holds a null pointer and no more: every idle
+// connection carries one in its frame.
 class ConnectionLog {
 public:
-    ConnectionLog(const corio::SocketAddress& peer, bool verbose)
-        : peer_(verbose ? std::make_unique<const std::string>(peer.to_string()) : nullptr) {}
+    ConnectionLog(const corio::SocketAddress& peer, bool verbose, const std::string& thread)
+        : peer_(verbose ? std::make_unique<const std::string>(peer.to_string() + thread) : nullptr) {}
 
     void operator()(std::string_view event) const {
         if (peer_) {
@@ -87,12 +88,14 @@ corio::Task<> handle_client(corio::AsyncSocket client, ConnectionLog log, IdleTi
 } // the socket closes here
 
 // The listener: accept connections forever, each one served by a task of its own.
-corio::Task<> echo_server(corio::AsyncSocket listener, bool verbose, IdleTimeout idle) {
+// `thread`: "" with one thread, " on thread N" with several (for the log).
+corio::Task<> echo_server(corio::AsyncSocket listener, bool verbose, IdleTimeout idle,
+                          std::string thread) {
     examples::Acceptor acceptor(std::move(listener), verbose); // copes with running out of fds
     for (;;) {
         auto [client, peer] = co_await acceptor.accept();
         co_await corio::NewTask{
-            handle_client(std::move(client), ConnectionLog(peer, verbose), idle)};
+            handle_client(std::move(client), ConnectionLog(peer, verbose, thread), idle)};
     }
 }
 
@@ -116,8 +119,10 @@ int main(int argc, char* argv[]) {
     if (idle_timeout) {
         idle = std::chrono::duration_cast<corio::Scheduler::Clock::duration>(*idle_timeout);
     }
-    return examples::run_server("echo_server", server,
-                                [verbose, idle](corio::AsyncSocket listener) {
-                                    return echo_server(std::move(listener), verbose, idle);
-                                });
+    const bool several = server.threads > 1;
+    return examples::run_server(
+        "echo_server", server, [verbose, idle, several](corio::AsyncSocket listener, unsigned index) {
+            return echo_server(std::move(listener), verbose, idle,
+                               several ? " on thread " + std::to_string(index) : "");
+        });
 }

@@ -19,6 +19,7 @@
 #include <string>
 #include <string_view>
 #include <sys/socket.h>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -54,8 +55,9 @@ inline std::string failure_line(std::string_view program, const std::exception_p
 }
 
 /// Listens as `options` say, prints "listening on HOST:PORT" (the port really bound, which
-/// matters with --port 0), and runs the task `serve(listener)` on each thread until SIGINT or
-/// SIGTERM. Returns the exit status: 0 after a signal, 1 if the server could not start or a task
+/// matters with --port 0), and runs the task `serve(listener)` (or `serve(listener, thread
+/// index)`) on each thread until SIGINT or SIGTERM. `serve` is called on each thread, possibly at
+/// the same time: it must only read what it captured. Returns the exit status: 0 after a signal, 1 if the server could not start or a task
 /// failed.
 template <class Serve>
 int run_server(std::string_view program, const ServerOptions& options, Serve serve) {
@@ -90,7 +92,11 @@ int run_server(std::string_view program, const ServerOptions& options, Serve ser
                 if (index == 0) {
                     kernel.add_task(stop_on_signal(stop));
                 }
-                return serve(std::move(listeners[index]));
+                if constexpr (std::is_invocable_v<Serve&, corio::AsyncSocket, unsigned>) {
+                    return serve(std::move(listeners[index]), index);
+                } else {
+                    return serve(std::move(listeners[index]));
+                }
             },
             stop);
         return status;
