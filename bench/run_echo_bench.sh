@@ -2,7 +2,7 @@
 # run_echo_bench.sh - echo servers side by side: the C baseline, corio's echo_server, and Asio's.
 #
 #   bench/run_echo_bench.sh [BUILD_DIR] [--rounds N] [--duration SEC] [--warmup SEC] [--long]
-#                           [--scenarios a,b,...] [--servers c,corio,asio] [--no-pin]
+#                           [--scenarios a,b,...] [--servers c,corio,asio,corio-t2] [--no-pin]
 #
 # Builds nothing: BUILD_DIR (default build-bench) must hold bench/echo_load, bench/c_echo_server,
 # examples/echo_server and, optionally, bench/asio_echo_server (see bench/README.md).
@@ -14,7 +14,12 @@
 # system: /proc/PID/task/*/schedstat at ns resolution, else utime+stime from /proc/PID/stat) at
 # the start and the end of the measured window. The table gives
 # per scenario and server the median over the rounds of msgs/s and of server CPU time per message,
-# each with its ratio to the C baseline, and the median p50/p99 latency.
+# each with its ratio to the baseline (the first server: C unless --servers says otherwise), and
+# the median p50/p99 latency.
+#
+# corio-t2 is echo_server --threads 2 (two Schedulers on two threads, SO_REUSEPORT listeners); it
+# runs only when --servers names it. Pinned, both its threads share core 0: compare it with
+# --no-pin too (bench/run_threads_bench.sh does both).
 #
 # Scenarios: 1c-64B (1 connection, 64 B), 64c-64B, 1000c-64B, 64c-16KiB-x4 (64 connections,
 # 16 KiB messages, 4 in flight on each).
@@ -51,20 +56,28 @@ done
 load=$build_dir/bench/echo_load
 [[ -x $load ]] || { echo "run_echo_bench.sh: $load not found: build first (see bench/README.md)" >&2; exit 2; }
 
-# name|binary, in the order they run in each round; the first is the baseline.
+# name|binary|extra arguments, in the order they run in each round; the first is the baseline.
 servers=()
 add_server() {
-    local name=$1 path=$2
+    local name=$1 path=$2 extra=${3:-} opt_in=${4:-}
     if [[ -n $server_filter && ",$server_filter," != *",$name,"* ]]; then return; fi
+    if [[ -z $server_filter && -n $opt_in ]]; then return; fi
     if [[ -x $path ]]; then
-        servers+=("$name|$path")
+        servers+=("$name|$path|$extra")
     else
         echo "run_echo_bench.sh: note: $path not built: no '$name' server" >&2
     fi
 }
-add_server c "$build_dir/bench/c_echo_server"
-add_server corio "$build_dir/examples/echo_server"
-add_server asio "$build_dir/bench/asio_echo_server"
+# --servers gives the order (so that it can pick the baseline); by default c, corio, asio.
+for name in $(tr ',' ' ' <<<"${server_filter:-c,corio,asio,corio-t2}"); do
+    case $name in
+        c) add_server c "$build_dir/bench/c_echo_server" ;;
+        corio) add_server corio "$build_dir/examples/echo_server" ;;
+        asio) add_server asio "$build_dir/bench/asio_echo_server" ;;
+        corio-t2) add_server corio-t2 "$build_dir/examples/echo_server" "--threads 2" opt-in ;;
+        *) echo "run_echo_bench.sh: unknown server '$name'" >&2; exit 2 ;;
+    esac
+done
 ((${#servers[@]})) || { echo "run_echo_bench.sh: no server to run" >&2; exit 2; }
 
 # name|conns|size|pipeline
@@ -102,11 +115,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Starts a server; sets server_pid and server_port. Returns 1 if it does not come up in 5 s.
+# Starts a server (path, then extra arguments); sets server_pid and server_port. Returns 1 if it
+# does not come up in 5 s.
 start_server() {
     local path=$1
+    shift
     : >"$work/server.out"
-    "${server_pin[@]}" "$path" --host 127.0.0.1 --port 0 >"$work/server.out" 2>"$work/server.err" &
+    "${server_pin[@]}" "$path" --host 127.0.0.1 --port 0 "$@" >"$work/server.out" 2>"$work/server.err" &
     server_pid=$!
     server_port=""
     local i
@@ -158,10 +173,10 @@ for scenario in "${scenarios[@]}"; do
     IFS='|' read -r sname conns size pipeline <<<"$scenario"
     for ((round = 1; round <= rounds; ++round)); do
         for server in "${servers[@]}"; do
-            name=${server%%|*}
-            path=${server#*|}
-            printf '%-14s %-6s round %d/%d ... ' "$sname" "$name" "$round" "$rounds" >&2
-            if ! start_server "$path"; then
+            IFS='|' read -r name path extra <<<"$server"
+            printf '%-14s %-8s round %d/%d ... ' "$sname" "$name" "$round" "$rounds" >&2
+            # shellcheck disable=SC2086 # extra: words on purpose
+            if ! start_server "$path" $extra; then
                 failures=$((failures + 1))
                 echo "FAILED (start)" >&2
                 continue
@@ -194,7 +209,7 @@ for scenario in "${scenarios[@]}"; do
     done
 done
 
-# The table: medians per scenario and server, ratios to the first server (the C baseline).
+# The table: medians per scenario and server, ratios to the first server (the baseline).
 scenario_order=$(printf '%s\n' "${scenarios[@]}" | cut -d'|' -f1 | tr '\n' ' ')
 server_order=$(printf '%s\n' "${servers[@]}" | cut -d'|' -f1 | tr '\n' ' ')
 awk -F'\t' -v scenarios="$scenario_order" -v servers="$server_order" '
@@ -219,7 +234,7 @@ awk -F'\t' -v scenarios="$scenario_order" -v servers="$server_order" '
     }
     END {
         ns = split(scenarios, sc, " "); nv = split(servers, sv, " ")
-        print "| scenario | server | runs | msgs/s (median) | × C | server CPU ns/msg (median) | × C | p50 µs | p99 µs |"
+        print "| scenario | server | runs | msgs/s (median) | × " sv[1] " | server CPU ns/msg (median) | × " sv[1] " | p50 µs | p99 µs |"
         print "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
         for (i = 1; i <= ns; ++i) {
             base = sc[i] SUBSEP sv[1]

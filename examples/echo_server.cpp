@@ -1,6 +1,7 @@
 // echo_server - sends every byte it receives back to whoever sent it, to any number of clients.
 //
-//     echo_server [--host H] [--port P] [--backlog N] [--idle-timeout SECONDS] [--verbose]
+//     echo_server [--host H] [--port P] [--backlog N] [--threads N] [--idle-timeout SECONDS]
+//                 [--verbose]
 //
 // Once it accepts connections it prints `listening on HOST:PORT` (with --port 0 the kernel picks
 // the port, and that line says which). It runs until SIGINT or SIGTERM and then exits with status
@@ -16,7 +17,10 @@
 //     only after the last echo was sent.
 //   * a client that resets its connection ends that connection only, quietly.
 //   * out of file descriptors: the Acceptor (common/acceptor.hpp) neither spins nor gives up.
-//   * SIGINT/SIGTERM: a clean exit with status 0 (common/signal_pipe.hpp).
+//   * SIGINT/SIGTERM: a task waits for them (corio::SignalWait), then every Scheduler stops, the
+//     listeners and connections close, and the program exits with status 0 (common/server.hpp).
+//   * --threads N (default 1): N threads, each a Scheduler with its own listener on the same
+//     address (SO_REUSEPORT): the kernel spreads the connections, the threads share nothing.
 //   * --idle-timeout SECONDS (e.g. 0.2 or 30; off by default): a client that sends nothing for
 //     that long is disconnected, so silent connections cannot pile up.
 #include <array>
@@ -39,12 +43,13 @@
 
 namespace {
 
-// One line on stderr per connection event, only with --verbose. Without it, it holds a null
-// pointer and no more: every idle connection carries one in its frame.
+// One line on stderr per connection event, only with --verbose ("PEER: event", and with several
+// threads "PEER on thread N: event"). Without it, it holds a null pointer and no more: every idle
+// connection carries one in its frame.
 class ConnectionLog {
 public:
-    ConnectionLog(const corio::SocketAddress& peer, bool verbose)
-        : peer_(verbose ? std::make_unique<const std::string>(peer.to_string()) : nullptr) {}
+    ConnectionLog(const corio::SocketAddress& peer, bool verbose, const std::string& thread)
+        : peer_(verbose ? std::make_unique<const std::string>(peer.to_string() + thread) : nullptr) {}
 
     void operator()(std::string_view event) const {
         if (peer_) {
@@ -83,12 +88,14 @@ corio::Task<> handle_client(corio::AsyncSocket client, ConnectionLog log, IdleTi
 } // the socket closes here
 
 // The listener: accept connections forever, each one served by a task of its own.
-corio::Task<> echo_server(corio::AsyncSocket listener, bool verbose, IdleTimeout idle) {
+// `thread`: "" with one thread, " on thread N" with several (for the log).
+corio::Task<> echo_server(corio::AsyncSocket listener, bool verbose, IdleTimeout idle,
+                          std::string thread) {
     examples::Acceptor acceptor(std::move(listener), verbose); // copes with running out of fds
     for (;;) {
         auto [client, peer] = co_await acceptor.accept();
         co_await corio::NewTask{
-            handle_client(std::move(client), ConnectionLog(peer, verbose), idle)};
+            handle_client(std::move(client), ConnectionLog(peer, verbose, thread), idle)};
     }
 }
 
@@ -101,7 +108,7 @@ int main(int argc, char* argv[]) {
     if (const auto status = examples::parse_command_line(
             argc, argv, "echo_server", "Sends every byte it receives back to its sender.",
             {examples::host_option(server.host), examples::port_option(server.port),
-             examples::backlog_option(server.backlog),
+             examples::backlog_option(server.backlog), examples::threads_option(server.threads),
              examples::seconds_option("--idle-timeout",
                                       "disconnect a client silent for that long (e.g. 0.2)",
                                       idle_timeout),
@@ -112,8 +119,10 @@ int main(int argc, char* argv[]) {
     if (idle_timeout) {
         idle = std::chrono::duration_cast<corio::Scheduler::Clock::duration>(*idle_timeout);
     }
-    return examples::run_server("echo_server", server,
-                                [verbose, idle](corio::AsyncSocket listener) {
-                                    return echo_server(std::move(listener), verbose, idle);
-                                });
+    const bool several = server.threads > 1;
+    return examples::run_server(
+        "echo_server", server, [verbose, idle, several](corio::AsyncSocket listener, unsigned index) {
+            return echo_server(std::move(listener), verbose, idle,
+                               several ? " on thread " + std::to_string(index) : "");
+        });
 }

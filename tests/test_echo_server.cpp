@@ -597,6 +597,54 @@ TEST_CASE("echo_server exits with status 0 on SIGTERM and SIGINT", "[echo_server
     CHECK(closed_by_peer(idle.get(), 1s)); // its connections were closed
 }
 
+/// How many lines of `text` contain `part`.
+std::size_t lines_containing(const std::string& text, std::string_view part) {
+    std::istringstream lines(text);
+    std::size_t count = 0;
+    for (std::string line; std::getline(lines, line);) {
+        count += line.find(part) != std::string::npos ? 1 : 0;
+    }
+    return count;
+}
+
+TEST_CASE("echo_server --threads 2 serves on both threads and exits with status 0 on a signal",
+          "[echo_server][threads]") {
+    const int signal_number = GENERATE(SIGTERM, SIGINT);
+    INFO("signal " << signal_number);
+    Server server(CORIO_ECHO_SERVER_PATH, {"--threads", "2", "--verbose"});
+
+    constexpr int clients = 40; // the kernel spreads them over the two listeners
+    std::vector<EchoStream> streams;
+    streams.reserve(clients);
+    for (int i = 0; i < clients; ++i) {
+        streams.emplace_back(connect_to(server.port), static_cast<std::uint32_t>(i + 1),
+                             20 * kib, i % 2 == 0);
+    }
+    CHECK(run_streams(streams, Clock::now() + 10s));
+    for (const EchoStream& stream : streams) {
+        INFO(stream.describe());
+        CHECK(stream.succeeded());
+    }
+    // --verbose says which thread served each connection: both did.
+    std::string log;
+    const auto deadline = Clock::now() + 2s;
+    while (lines_containing(log, ": connected") < clients && Clock::now() < deadline) {
+        std::this_thread::sleep_for(10ms);
+        log = server.process.stderr_text();
+    }
+    INFO("stderr: " << log);
+    const std::size_t on_0 = lines_containing(log, " on thread 0: connected");
+    const std::size_t on_1 = lines_containing(log, " on thread 1: connected");
+    CHECK(on_0 + on_1 == clients);
+    CHECK(on_0 >= 1);
+    CHECK(on_1 >= 1);
+
+    const UniqueFd idle = connect_to(server.port);
+    check_round_trip(idle.get(), "still here\n");
+    check_clean_exit(server.process, signal_number);
+    CHECK(closed_by_peer(idle.get(), 1s));
+}
+
 TEST_CASE("echo_server rejects a bad command line with status 2", "[echo_server][options]") {
     const std::vector<std::vector<std::string>> bad_command_lines{
         {"--port", "abc"},
@@ -614,6 +662,11 @@ TEST_CASE("echo_server rejects a bad command line with status 2", "[echo_server]
         {"stray"},
         {"--verbose=yes"},
         {"-p", "5001"},
+        {"--threads", "0"},
+        {"--threads", "two"},
+        {"--threads", "-1"},
+        {"--threads", "1025"},
+        {"--threads"},
     };
     for (const auto& arguments : bad_command_lines) {
         INFO("echo_server" << quoted(arguments));

@@ -98,6 +98,16 @@ inline Option backlog_option(int& backlog) {
             }};
 }
 
+/// `--threads N`: how many threads (each with a Scheduler and a listener of its own) serve.
+inline Option threads_option(unsigned& threads) {
+    return {"--threads", "N",
+            "threads serving, each with its own listener on the address (default " +
+                std::to_string(threads) + ")",
+            [&threads](std::string_view text) {
+                threads = static_cast<unsigned>(parse_number("--threads", text, 1, 1024));
+            }};
+}
+
 /// Parses a positive number of seconds, with an optional fraction ("30", "0.2", "1.25"): digits, at
 /// most one '.', at most 9 digits after it (nanoseconds), no sign or exponent; at most
 /// `max_seconds`.

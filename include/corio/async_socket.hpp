@@ -285,6 +285,10 @@ inline int open_socket(int family, int type = SOCK_STREAM) {
 
 } // namespace detail
 
+/// Whether a listener shares its address with other listeners (SO_REUSEPORT): the kernel then
+/// spreads incoming connections over them, e.g. one per thread (see run_on_threads.hpp).
+enum class ReusePort : bool { no = false, yes = true };
+
 /// RAII over a non-blocking, close-on-exec stream socket (TCP, or Unix-domain: see
 /// unix_socket.hpp). Move-only; closing unregisters it first.
 class AsyncSocket {
@@ -305,19 +309,31 @@ public:
     ~AsyncSocket() { close(); }
 
     /// A listening socket bound to `host` (numeric IPv4/IPv6) and `port` (0 picks a free one),
-    /// with SO_REUSEADDR.
-    static AsyncSocket listen(std::string_view host, std::uint16_t port, int backlog = SOMAXCONN) {
-        return listen(SocketAddress::parse(host, port), backlog);
+    /// with SO_REUSEADDR, and SO_REUSEPORT if asked (ENOPROTOOPT where the system has none).
+    static AsyncSocket listen(std::string_view host, std::uint16_t port, int backlog = SOMAXCONN,
+                              ReusePort reuse_port = ReusePort::no) {
+        return listen(SocketAddress::parse(host, port), backlog, reuse_port);
     }
 
-    /// A listening socket bound to `address`: IP (with SO_REUSEADDR) or a Unix-domain path, which
-    /// must not exist yet (EADDRINUSE otherwise: see unix_socket.hpp for who removes it).
-    static AsyncSocket listen(const SocketAddress& address, int backlog = SOMAXCONN) {
+    /// A listening socket bound to `address`: IP (with SO_REUSEADDR, and SO_REUSEPORT if asked)
+    /// or a Unix-domain path, which must not exist yet (EADDRINUSE otherwise: see unix_socket.hpp
+    /// for who removes it).
+    static AsyncSocket listen(const SocketAddress& address, int backlog = SOMAXCONN,
+                              ReusePort reuse_port = ReusePort::no) {
         AsyncSocket socket(detail::open_socket(address.family()));
         int on = 1;
         if (address.family() != AF_UNIX &&
             ::setsockopt(socket.state_.fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) < 0) {
             detail::throw_errno(errno, "setsockopt(SO_REUSEADDR)");
+        }
+        if (reuse_port == ReusePort::yes) {
+#if defined(SO_REUSEPORT)
+            if (::setsockopt(socket.state_.fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) < 0) {
+                detail::throw_errno(errno, "setsockopt(SO_REUSEPORT)");
+            }
+#else
+            detail::throw_errno(ENOPROTOOPT, "SO_REUSEPORT");
+#endif
         }
         if (::bind(socket.state_.fd, address.data(), address.size()) < 0) {
             detail::throw_errno(errno, "bind to " + address.to_string());

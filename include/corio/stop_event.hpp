@@ -1,0 +1,165 @@
+// corio/stop_event.hpp - StopEvent: a one-shot flag that wakes tasks in every Scheduler, on any
+// thread, once it is set.
+//
+//     corio::StopEvent stop;
+//     co_await stop.wait();   // in tasks of any Scheduler: returns at once if it is set already
+//     stop.set();             // from any thread, or from a signal handler
+//
+// Behind it is one fd (an eventfd on Linux, a pipe elsewhere) that set() makes readable and that
+// nobody ever reads: readiness is level, so one write wakes every Scheduler that watches it, and
+// keeps waking those that come later. Each wait watches a dup of that fd of its own, so that when
+// it ends (or its task is killed) it can unregister and close its fd without disturbing the other
+// waits of its Scheduler, which may watch the same event.
+//
+// Unlike Event (one Scheduler, no locks), a StopEvent is meant to be shared between threads; it is
+// what run_on_threads (run_on_threads.hpp) stops all its Schedulers with. It stays set. It must
+// outlive its waits: destroy it after the tasks that wait on it have ended or been killed.
+#pragma once
+
+#include "corio/scheduler.hpp"
+#include "corio/selector.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <coroutine>
+#include <cstdint>
+#include <stdexcept>
+#include <system_error>
+#include <utility>
+
+#if defined(__linux__)
+#include <sys/eventfd.h>
+#endif
+
+namespace corio {
+
+/// A one-shot, thread-safe flag: set() wakes every task that waits in wait(), in any Scheduler.
+class StopEvent {
+public:
+    /// The awaitable behind `co_await stop.wait()`.
+    class [[nodiscard]] Wait {
+    public:
+        explicit Wait(const StopEvent& event) noexcept : event_(&event) {}
+        // Movable only because GCC 12 moves a co_await operand into the frame; never moved once
+        // awaited (the kernel holds its address while the task waits).
+        Wait(Wait&& other) noexcept
+            : event_(other.event_), fd_(std::exchange(other.fd_, -1)),
+              kernel_(std::exchange(other.kernel_, nullptr)) {}
+        Wait& operator=(Wait&&) = delete;
+        ~Wait() { release(); } // a killed waiter: unregister its fd, then close it
+
+        bool await_ready() const noexcept { return event_->is_set(); }
+
+        template <class Promise>
+        bool await_suspend(std::coroutine_handle<Promise> caller) {
+            Scheduler* kernel = caller.promise().kernel();
+            if (kernel == nullptr) {
+                throw std::logic_error("corio: StopEvent::wait was awaited outside a Scheduler's task");
+            }
+            fd_ = ::fcntl(event_->fd_, F_DUPFD_CLOEXEC, 0);
+            if (fd_ < 0) {
+                throw std::system_error(errno, std::system_category(), "corio: StopEvent: dup");
+            }
+            kernel_ = kernel;
+            return kernel->enter(*this, caller);
+        }
+
+        void await_resume() {
+            Scheduler* kernel = kernel_;
+            release();
+            if (kernel != nullptr) {
+                kernel->throw_if_interrupted(); // a deadline ended the wait
+            }
+        }
+
+        // The trap (Scheduler::enter): wait until the fd is readable and the flag is set.
+        bool handle(Scheduler& kernel, TaskId /*caller*/) {
+            kernel.wait_for_io(fd_, Interest::read, &is_set, const_cast<StopEvent*>(event_));
+            return true;
+        }
+
+    private:
+        static bool is_set(void* event) noexcept { return static_cast<StopEvent*>(event)->is_set(); }
+
+        void release() noexcept {
+            if (fd_ >= 0) {
+                if (kernel_ != nullptr) {
+                    kernel_->forget_fd(fd_); // an fd is unregistered before it is closed
+                }
+                ::close(fd_);
+                fd_ = -1;
+            }
+            kernel_ = nullptr;
+        }
+
+        const StopEvent* event_;
+        int fd_ = -1; // our dup of the event's fd, while we wait
+        Scheduler* kernel_ = nullptr;
+    };
+
+    /// Throws std::system_error if the fd cannot be created.
+    StopEvent() {
+#if defined(__linux__)
+        fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (fd_ < 0) {
+            throw std::system_error(errno, std::system_category(), "corio: eventfd");
+        }
+        write_fd_ = fd_;
+#else
+        int ends[2] = {-1, -1};
+        if (::pipe(ends) < 0) {
+            throw std::system_error(errno, std::system_category(), "corio: pipe");
+        }
+        fd_ = ends[0];
+        write_fd_ = ends[1];
+        for (const int fd : ends) {
+            if (::fcntl(fd, F_SETFL, O_NONBLOCK) < 0 || ::fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+                const int error = errno;
+                ::close(ends[0]);
+                ::close(ends[1]);
+                throw std::system_error(error, std::system_category(), "corio: fcntl");
+            }
+        }
+#endif
+    }
+    StopEvent(const StopEvent&) = delete;
+    StopEvent& operator=(const StopEvent&) = delete;
+    ~StopEvent() {
+        ::close(fd_);
+        if (write_fd_ != fd_) {
+            ::close(write_fd_);
+        }
+    }
+
+    /// Sets the flag and wakes every waiter. Idempotent; callable from any thread, and from a
+    /// signal handler (it only stores an atomic and writes to an fd).
+    void set() noexcept {
+        if (set_.exchange(true)) {
+            return;
+        }
+#if defined(__linux__)
+        const std::uint64_t one = 1;
+        const ssize_t written = ::write(write_fd_, &one, sizeof one);
+#else
+        const char one = 1;
+        const ssize_t written = ::write(write_fd_, &one, 1);
+#endif
+        (void)written; // cannot fail short of a closed fd: the counter is far from full
+    }
+
+    [[nodiscard]] bool is_set() const noexcept { return set_.load(); }
+
+    /// `co_await stop.wait()`: returns once the flag is set (at once if it is). A task waiting
+    /// here can be killed, or bounded with timeout_after.
+    [[nodiscard]] Wait wait() const noexcept { return Wait(*this); }
+
+private:
+    int fd_ = -1;       // what waiters watch (dups of it)
+    int write_fd_ = -1; // what set() writes to: the same eventfd, or the pipe's write end
+    std::atomic<bool> set_{false};
+};
+
+} // namespace corio
