@@ -51,12 +51,14 @@ TEST_CASE("model: random programs run as the model predicts") {
     std::size_t failed = 0;
     for (std::size_t i = 0; i < seeds.count && failed < 3; ++i) {
         const std::uint64_t seed = seeds.first + i;
+        // Named in the report of a crash too (a wild wake-up may crash before any check).
+        INFO("seed " << seed << " (replay: --seed " << seed << ", which prints the program)");
         const model::Program program = model::decode(model::bytes_from_seed(seed));
+        if (seeds.replay && seeds.count == 1) {
+            std::cout << "seed " << seed << ":\n" << model::to_string(program) << std::flush;
+        }
         const model::Verdict verdict = model::run_program(program);
         total += verdict.tally;
-        if (seeds.replay && seeds.count == 1) {
-            std::cout << "seed " << seed << ":\n" << model::to_string(program);
-        }
         if (!verdict.ok()) {
             ++failed;
             FAIL_CHECK(failure_report("seed " + std::to_string(seed) + " (replay: --seed " +
