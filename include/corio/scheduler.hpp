@@ -317,6 +317,12 @@ public:
     /// Replaces the report of exceptions nobody waited for (by default, a line on stderr).
     void set_exception_handler(ExceptionHandler handler) { exception_handler_ = std::move(handler); }
 
+    /// Reports the failure of task `failed` as one nobody waited for: for a system call that was
+    /// handed the failure (see wait_for_exit) but whose task ended before it could receive it.
+    void report_unreceived(TaskId failed, const std::exception_ptr& error) noexcept {
+        report(failed, error);
+    }
+
     // ---- Kernel services for system calls. Each acts on the task that trapped into the kernel
     // ---- and leaves it suspended until the kernel wakes it (return true from handle()).
 

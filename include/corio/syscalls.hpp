@@ -64,12 +64,30 @@ struct KillTask {
 /// TaskExit::Outcome::no_such_task, if there is no such task.
 struct WaitTask {
     explicit WaitTask(TaskId awaited) noexcept : target(awaited) {}
+    WaitTask(const WaitTask&) = default;
+    WaitTask(WaitTask&&) noexcept = default; // the moved-from exit holds no exception any more
+    WaitTask& operator=(const WaitTask&) = delete;
+    WaitTask& operator=(WaitTask&&) = delete;
+    // The kernel hands a failure to the waiters there are when the task fails. A waiter killed
+    // (or destroyed with its Scheduler) before it runs never receives it: report it then, as one
+    // nobody waited for, rather than drop it with the frame.
+    ~WaitTask() {
+        if (kernel_ != nullptr && exit.failed() && exit.error) {
+            kernel_->report_unreceived(target, exit.error);
+        }
+    }
 
     TaskId target;
     TaskExit exit{};
 
-    bool handle(Scheduler& kernel, TaskId /*caller*/) { return kernel.wait_for_exit(target, exit); }
-    [[nodiscard]] TaskExit result() noexcept { return std::move(exit); }
+    bool handle(Scheduler& kernel, TaskId /*caller*/) {
+        kernel_ = &kernel;
+        return kernel.wait_for_exit(target, exit);
+    }
+    [[nodiscard]] TaskExit result() noexcept { return std::move(exit); } // received now
+
+private:
+    Scheduler* kernel_ = nullptr;
 };
 
 /// `co_await ReadWait{fd}` suspends until `fd` is readable. Hang-up and error count as readable:

@@ -9,7 +9,8 @@
 //     task    := count op{count % (max_ops_per_task + 1)}     (task 0 is the root)
 //     op      := kind(byte % 32, see kind_table) arguments
 //     spawn   := the child's task, decoded right here (depth first: children get higher indices)
-//     wait    := byte b (task self + 1 + b % 4), timeout;   kill := byte b (task b % (tasks so far + 2))
+//     wait    := byte b, timeout: b odd, a child spawned by an earlier op (if any), else task
+//                self + 1 + (b >> 1) % 4;   kill := byte b: task b % (tasks decoded so far + 2)
 //     duration byte: (b & 31) units of {1ms, 1ms, 1ms, 3ms, 10us, 1us, 0, 1s}[b >> 5]
 //     timeout := byte b; b % 3 == 0: none, else a duration byte follows
 //
@@ -160,10 +161,22 @@ private:
         case OpKind::throw_error: break;
         case OpKind::sleep:
         case OpKind::sleep_until: op.duration = decode_duration(in_.next()); break;
-        case OpKind::wait:
-            op.target = self + 1 + in_.next() % 4;
+        case OpKind::wait: {
+            // Half the time a child this task spawned before (likely alive), else a later task.
+            const std::uint8_t pick = in_.next();
+            const auto& earlier = program_.tasks[static_cast<std::size_t>(self)].ops;
+            std::vector<int> children;
+            for (const Op& done : earlier) {
+                if (done.kind == OpKind::spawn) {
+                    children.push_back(done.target);
+                }
+            }
+            op.target = (pick & 1) != 0 && !children.empty()
+                            ? children[static_cast<std::size_t>(pick >> 1) % children.size()]
+                            : self + 1 + (pick >> 1) % 4;
             op.timeout = decode_timeout(in_);
             break;
+        }
         case OpKind::kill: // mostly a task decoded so far (an ancestor, itself, an elder), else a later one
             op.target = in_.next() % (static_cast<int>(program_.tasks.size()) + 2);
             break;
