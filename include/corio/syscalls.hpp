@@ -64,16 +64,17 @@ struct KillTask {
 /// TaskExit::Outcome::no_such_task, if there is no such task.
 struct WaitTask {
     explicit WaitTask(TaskId awaited) noexcept : target(awaited) {}
-    WaitTask(const WaitTask&) = default;
-    WaitTask(WaitTask&&) noexcept = default; // the moved-from exit holds no exception any more
+    WaitTask(const WaitTask& other) noexcept : target(other.target) {} // a copy has not waited
+    WaitTask(WaitTask&& other) noexcept
+        : target(other.target), exit(std::move(other.exit)),
+          kernel_(std::exchange(other.kernel_, nullptr)) {}
     WaitTask& operator=(const WaitTask&) = delete;
     WaitTask& operator=(WaitTask&&) = delete;
-    // The kernel hands a failure to the waiters there are when the task fails. A waiter killed
-    // (or destroyed with its Scheduler) before it runs never receives it: report it then, as one
-    // nobody waited for, rather than drop it with the frame.
+    // A failure handed to this wait and never received (the task was killed, or destroyed with
+    // its Scheduler, before it ran) must not vanish with the frame: see Scheduler::settle_failure.
     ~WaitTask() {
-        if (kernel_ != nullptr && exit.failed() && exit.error) {
-            kernel_->report_unreceived(target, exit.error);
+        if (kernel_ != nullptr && exit.failed()) { // only the waiters there were get it
+            kernel_->settle_failure(target, false);
         }
     }
 
@@ -81,13 +82,20 @@ struct WaitTask {
     TaskExit exit{};
 
     bool handle(Scheduler& kernel, TaskId /*caller*/) {
-        kernel_ = &kernel;
-        return kernel.wait_for_exit(target, exit);
+        const bool waits = kernel.wait_for_exit(target, exit);
+        kernel_ = waits ? &kernel : nullptr; // until the outcome is known
+        return waits;
     }
-    [[nodiscard]] TaskExit result() noexcept { return std::move(exit); } // received now
+    [[nodiscard]] TaskExit result() noexcept {
+        Scheduler* kernel = std::exchange(kernel_, nullptr);
+        if (kernel != nullptr && exit.failed()) {
+            kernel->settle_failure(target, true); // received
+        }
+        return std::move(exit);
+    }
 
 private:
-    Scheduler* kernel_ = nullptr;
+    Scheduler* kernel_ = nullptr; // set while it may hold a failure it has not received
 };
 
 /// `co_await ReadWait{fd}` suspends until `fd` is readable. Hang-up and error count as readable:
