@@ -445,6 +445,101 @@ TEST_CASE("WaitTask on a task that throws gives failed with the exception, and n
     require_empty(kernel);
 }
 
+Task<> fail_at_once(std::string message) {
+    if (!message.empty()) {
+        throw TestError(message);
+    }
+    co_return;
+}
+
+Task<> wait_then_flag(const TaskId& target, bool& resumed) {
+    co_await WaitTask{target};
+    resumed = true;
+}
+
+Task<> kill_at_once(const TaskId& victim) {
+    co_await KillTask{victim};
+}
+
+// Found by the model test (tests/test_model.cpp, seeds 1987 and 62846 at the time): the failure
+// was handed to the waiter's frame, which the kill destroyed before the waiter ever ran.
+TEST_CASE("WaitTask: a failure handed to a waiter that is killed before it runs is reported",
+          "[syscalls]") {
+    FrameLeakCheck leaks;
+    Log reports;
+    Scheduler kernel;
+    record_reports(kernel, reports);
+    TaskId target;
+    bool resumed = false;
+    const TaskId waiter = kernel.add_task(wait_then_flag(target, resumed)); // waits first
+    target = kernel.add_task(fail_at_once("unreceived failure")); // fails in the same pass
+    kernel.add_task(kill_at_once(waiter));                        // the waiter is ready, not run
+    kernel.run();
+    CHECK_FALSE(resumed);
+    CHECK(reports == Log{"unreceived failure"});
+    require_empty(kernel);
+}
+
+TEST_CASE("WaitTask: a failure one waiter receives is not reported when another is killed first",
+          "[syscalls]") {
+    FrameLeakCheck leaks;
+    Log reports;
+    Scheduler kernel;
+    record_reports(kernel, reports);
+    TaskId target;
+    bool first_resumed = false;
+    bool second_resumed = false;
+    kernel.add_task(wait_then_flag(target, first_resumed));
+    const TaskId second = kernel.add_task(wait_then_flag(target, second_resumed));
+    target = kernel.add_task(fail_at_once("received once"));
+    kernel.add_task(kill_at_once(second));
+    kernel.run();
+    CHECK(first_resumed);
+    CHECK_FALSE(second_resumed);
+    CHECK(reports.empty()); // the first waiter received it
+    require_empty(kernel);
+}
+
+TEST_CASE("WaitTask: a failure handed to two waiters that are both killed is reported once",
+          "[syscalls]") {
+    FrameLeakCheck leaks;
+    Log reports;
+    Scheduler kernel;
+    record_reports(kernel, reports);
+    TaskId target;
+    bool first_resumed = false;
+    bool second_resumed = false;
+    const TaskId first = kernel.add_task(wait_then_flag(target, first_resumed));
+    const TaskId second = kernel.add_task(wait_then_flag(target, second_resumed));
+    target = kernel.add_task(fail_at_once("received by nobody"));
+    kernel.add_task(kill_at_once(first));
+    kernel.add_task(kill_at_once(second));
+    kernel.run();
+    CHECK_FALSE(first_resumed);
+    CHECK_FALSE(second_resumed);
+    CHECK(reports == Log{"received by nobody"});
+    require_empty(kernel);
+}
+
+TEST_CASE("WaitTask: a failure handed to a waiter that dies with its Scheduler is reported",
+          "[syscalls]") {
+    FrameLeakCheck leaks;
+    Log reports;
+    bool resumed = false;
+    {
+        Scheduler kernel;
+        record_reports(kernel, reports);
+        TaskId target;
+        kernel.add_task(wait_then_flag(target, resumed));
+        target = kernel.add_task(fail_at_once("failure at teardown"));
+        kernel.add_task(stop_now(kernel)); // run() returns with the waiter ready
+        kernel.run();
+        CHECK(reports.empty());
+    }
+    CHECK_FALSE(resumed);
+    CHECK(reports == Log{"failure at teardown"});
+}
+
 TEST_CASE("WaitTask on a killed task gives killed", "[syscalls]") {
     FrameLeakCheck leaks;
     Scheduler kernel;

@@ -317,6 +317,31 @@ public:
     /// Replaces the report of exceptions nobody waited for (by default, a line on stderr).
     void set_exception_handler(ExceptionHandler handler) { exception_handler_ = std::move(handler); }
 
+    /// For a system call that waited with wait_for_exit and was handed a failure: call it once,
+    /// with true when its task receives the failure, false when the task ends first (killed, or
+    /// destroyed with the Scheduler). A failure that none of the waiters it was handed to
+    /// receives is reported like one nobody waited for. WaitTask does this.
+    void settle_failure(TaskId failed, bool received) noexcept {
+        for (std::size_t i = 0; i < handed_.size(); ++i) {
+            HandedFailure& handed = handed_[i];
+            if (handed.task != failed) {
+                continue;
+            }
+            handed.received = handed.received || received;
+            if (--handed.holders == 0) {
+                const HandedFailure settled = std::move(handed);
+                if (i + 1 != handed_.size()) {
+                    handed = std::move(handed_.back());
+                }
+                handed_.pop_back();
+                if (!settled.received) {
+                    report(settled.task, settled.error);
+                }
+            }
+            return;
+        }
+    }
+
     // ---- Kernel services for system calls. Each acts on the task that trapped into the kernel
     // ---- and leaves it suspended until the kernel wakes it (return true from handle()).
 
@@ -672,10 +697,19 @@ private:
         release(record, std::move(exit));
     }
 
-    // Wakes the waiters of an ended task, frees its slot, and reports a failure nobody received.
+    // Wakes the waiters of an ended task, frees its slot, and reports a failure nobody waits for
+    // (one handed to waiters is reported if none of them receives it: see settle_failure).
     void release(detail::TaskRecord& record, TaskExit exit) {
         const TaskId id = id_of(record);
-        const bool unreceived = exit.failed() && record.waiters.empty();
+        bool handed = false; // to the waiters: reported later if none of them receives it
+        if (exit.failed() && !record.waiters.empty()) {
+            try {
+                const auto holders = static_cast<std::uint32_t>(record.waiters.size());
+                handed_.push_back(HandedFailure{id, exit.error, holders, false});
+                handed = true;
+            } catch (...) { // no memory to track it: report it now rather than risk a silent drop
+            }
+        }
         while (detail::ListLinks* links = record.waiters.front()) {
             auto& waiter = static_cast<detail::TaskRecord&>(*links);
             *waiter.wait.exit_out = exit;
@@ -692,7 +726,7 @@ private:
         record.next_free = free_head_;
         free_head_ = record.slot;
         --task_count_;
-        if (unreceived) {
+        if (exit.failed() && !handed) {
             report(id, exit.error);
         }
     }
@@ -893,6 +927,14 @@ private:
     std::deque<detail::TaskTimer> sleep_timers_; // lent to sleeping tasks (see lend_timer)
     std::vector<detail::TaskTimer*> free_timers_;
     std::vector<std::pair<int, Interest>> stale_;
+    // Failures handed to waiters, until each of those has received it or ended (settle_failure).
+    struct HandedFailure {
+        TaskId task;
+        std::exception_ptr error;
+        std::uint32_t holders; // waiters that have neither received it nor ended
+        bool received;
+    };
+    std::vector<HandedFailure> handed_;
     detail::TaskRecord* current_ = nullptr;
     ExceptionHandler exception_handler_;
     std::uint64_t last_serial_ = 0;

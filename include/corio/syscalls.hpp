@@ -74,15 +74,41 @@ struct KillTask {
 struct WaitTask {
     /// Names the task to wait for; it must not be the caller.
     explicit WaitTask(TaskId awaited) noexcept : target(awaited) {}
+    WaitTask(const WaitTask& other) noexcept : target(other.target) {} // a copy has not waited
+    WaitTask(WaitTask&& other) noexcept
+        : target(other.target), exit(std::move(other.exit)),
+          kernel_(std::exchange(other.kernel_, nullptr)) {}
+    WaitTask& operator=(const WaitTask&) = delete;
+    WaitTask& operator=(WaitTask&&) = delete;
+    // A failure handed to this wait and never received (the task was killed, or destroyed with
+    // its Scheduler, before it ran) must not vanish with the frame: see Scheduler::settle_failure.
+    ~WaitTask() {
+        if (kernel_ != nullptr && exit.failed()) { // only the waiters there were get it
+            kernel_->settle_failure(target, false);
+        }
+    }
 
     TaskId target;   ///< The task waited for.
     TaskExit exit{}; ///< How it ended: written by the kernel when it ends.
 
     /// Kernel side (see SystemCall): Scheduler::wait_for_exit; suspends unless there is no such
     /// task.
-    bool handle(Scheduler& kernel, TaskId /*caller*/) { return kernel.wait_for_exit(target, exit); }
+    bool handle(Scheduler& kernel, TaskId /*caller*/) {
+        const bool waits = kernel.wait_for_exit(target, exit);
+        kernel_ = waits ? &kernel : nullptr; // until the outcome is known
+        return waits;
+    }
     /// How the task ended (its exception, if it failed, is in TaskExit::error).
-    [[nodiscard]] TaskExit result() noexcept { return std::move(exit); }
+    [[nodiscard]] TaskExit result() noexcept {
+        Scheduler* kernel = std::exchange(kernel_, nullptr);
+        if (kernel != nullptr && exit.failed()) {
+            kernel->settle_failure(target, true); // received
+        }
+        return std::move(exit);
+    }
+
+private:
+    Scheduler* kernel_ = nullptr; // set while it may hold a failure it has not received
 };
 
 /// `co_await ReadWait{fd}` suspends until `fd` is readable. Hang-up and error count as readable:
