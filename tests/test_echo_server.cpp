@@ -1046,11 +1046,11 @@ TEST_CASE("echo_server's fds and memory come back to their baseline after 5000 c
           "[echo_server]") {
     Server server(CORIO_ECHO_SERVER_PATH);
     const pid_t pid = server.process.pid();
-    {
-        const UniqueFd first = connect_to(server.port);
-        check_round_trip(first.get(), "warm\n");
-    }
-    const std::size_t idle_fds = open_fds(pid) - 1; // but for the connection being closed
+    UniqueFd first = connect_to(server.port);
+    check_round_trip(first.get(), "warm\n"); // echoed: the server holds this connection now
+    const std::size_t idle_fds = open_fds(pid) - 1;
+    first.reset();
+    REQUIRE(wait_for_fd_count(pid, idle_fds, 3s) == idle_fds);
     connect_and_close(server.port, 1000, 50);
     REQUIRE(wait_for_fd_count(pid, idle_fds, 3s) == idle_fds);
     const long baseline_kib = resident_kib(pid);
