@@ -19,6 +19,7 @@
 #include <fstream>
 #include <functional>
 #include <initializer_list>
+#include <limits>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <optional>
@@ -645,6 +646,135 @@ TEST_CASE("echo_server --threads 2 serves on both threads and exits with status 
     CHECK(closed_by_peer(idle.get(), 1s));
 }
 
+// Many connections at the moment of SIGTERM, in every state: idle, just served, with an echo
+// half-way through send_all, with bytes the server has not read yet.
+TEST_CASE("echo_server exits with status 0 within 2 s on SIGTERM with 300 connections open",
+          "[echo_server]") {
+    Server server(CORIO_ECHO_SERVER_PATH);
+    std::vector<UniqueFd> clients;
+    clients.reserve(300);
+    for (int i = 0; i < 300; ++i) {
+        clients.push_back(connect_to(server.port));
+        if (i % 10 == 0) {
+            check_round_trip(clients.back().get(), "served\n");
+        } else if (i % 10 == 1) {
+            send_text(clients.back().get(), "unread bytes\n");
+        }
+    }
+    for (int i = 0; i < 4; ++i) {
+        clients.push_back(connect_to(server.port));
+        fill_until_server_blocks(clients.back().get(), 4 * mib); // the server waits in send_all
+    }
+    check_round_trip(clients.front().get(), "all connected\n"); // it has accepted them all
+
+    const auto started = Clock::now();
+    check_clean_exit(server.process); // exit status 0 within 2 s
+    CHECK(Clock::now() - started < 2s);
+    int still_open = 0;
+    for (const UniqueFd& client : clients) {
+        // Closed by the server's exit: data first (an unread echo), then end-of-stream or reset.
+        still_open += closed_by_peer(client.get(), 1s) ? 0 : 1;
+    }
+    CHECK(still_open == 0);
+}
+
+namespace {
+
+/// The ways the connect/close churn below ends a connection.
+enum class Leaving { at_once, after_sending, after_echo, with_reset };
+
+/// Opens `count` connections to the server, in batches of `batch` open at the same time, and ends
+/// each in turn in one of the ways above.
+void connect_and_close(std::uint16_t port, int count, int batch) {
+    std::vector<UniqueFd> open;
+    open.reserve(static_cast<std::size_t>(batch));
+    int made = 0;
+    while (made < count) {
+        for (int i = 0; i < batch && made < count; ++i, ++made) {
+            open.push_back(connect_to(port));
+            switch (static_cast<Leaving>(made % 4)) {
+            case Leaving::at_once:
+                break;
+            case Leaving::after_sending:
+                send_text(open.back().get(), "bye\n");
+                break;
+            case Leaving::after_echo:
+                check_round_trip(open.back().get(), "echo\n");
+                break;
+            case Leaving::with_reset:
+                send_text(open.back().get(), "reset\n");
+                close_with_reset(open.back());
+                break;
+            }
+        }
+        open.clear();
+    }
+}
+
+/// All the fds a process has open.
+std::size_t open_fds(pid_t pid) {
+    return open_fds_below(pid, std::numeric_limits<std::size_t>::max());
+}
+
+/// Waits up to `timeout` for the process to have `expected` fds open; gives the last count seen.
+std::size_t wait_for_fd_count(pid_t pid, std::size_t expected, std::chrono::milliseconds timeout) {
+    const auto deadline = Clock::now() + timeout;
+    std::size_t count = open_fds(pid);
+    while (count != expected && Clock::now() < deadline) {
+        std::this_thread::sleep_for(10ms);
+        count = open_fds(pid);
+    }
+    return count;
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool memory_is_quarantined = true; // ASan keeps freed memory for a while: RSS grows
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool memory_is_quarantined = true;
+#else
+constexpr bool memory_is_quarantined = false;
+#endif
+#else
+constexpr bool memory_is_quarantined = false;
+#endif
+
+} // namespace
+
+// A leak of one fd or a few hundred bytes per connection shows after thousands of them. The
+// warm-up brings the server to its working set (50 connections at once), after which its fds must
+// come back to their count exactly, and its memory within 1 MiB.
+TEST_CASE("echo_server's fds and memory come back to their baseline after 5000 connect/close "
+          "cycles",
+          "[echo_server]") {
+    Server server(CORIO_ECHO_SERVER_PATH);
+    const pid_t pid = server.process.pid();
+    UniqueFd first = connect_to(server.port);
+    check_round_trip(first.get(), "warm\n"); // echoed: the server holds this connection now
+    const std::size_t idle_fds = open_fds(pid) - 1;
+    first.reset();
+    REQUIRE(wait_for_fd_count(pid, idle_fds, 3s) == idle_fds);
+    connect_and_close(server.port, 1000, 50);
+    REQUIRE(wait_for_fd_count(pid, idle_fds, 3s) == idle_fds);
+    const long baseline_kib = resident_kib(pid);
+
+    const auto started = Clock::now();
+    connect_and_close(server.port, 5000, 50);
+    const auto seconds = std::chrono::duration<double>(Clock::now() - started).count();
+    const std::size_t fds_after = wait_for_fd_count(pid, idle_fds, 3s);
+    const long after_kib = resident_kib(pid);
+    INFO("5000 cycles in " << seconds << " s; fds " << idle_fds << " before, " << fds_after
+                           << " after; RSS " << baseline_kib << " KiB before, " << after_kib
+                           << " KiB after");
+    CHECK(seconds < 20);
+    CHECK(fds_after == idle_fds);
+    if (!memory_is_quarantined) {
+        CHECK(after_kib - baseline_kib < 1024);
+    }
+    check_still_serving(server);
+    CHECK(server.process.stderr_text().empty());
+}
+
 TEST_CASE("echo_server rejects a bad command line with status 2", "[echo_server][options]") {
     const std::vector<std::vector<std::string>> bad_command_lines{
         {"--port", "abc"},
@@ -681,6 +811,50 @@ TEST_CASE("echo_server rejects a bad command line with status 2", "[echo_server]
     Child help(CORIO_ECHO_SERVER_PATH, {"--help"});
     CHECK(help.read_stdout_to_end(5s).find("--port") != std::string::npos);
     CHECK(exited_with(help.wait_exit(5s), 0));
+}
+
+// The same hostile command lines for every example program the tests know: each must say what
+// is wrong on stderr and exit with status 2, print nothing on stdout, and never start serving.
+TEST_CASE("every example rejects hostile command lines with status 2", "[options]") {
+    std::vector<std::string> programs{CORIO_ECHO_SERVER_PATH};
+#ifdef CORIO_ECHO_CLIENT_PATH
+    programs.emplace_back(CORIO_ECHO_CLIENT_PATH);
+#endif
+#ifdef CORIO_HELLO_SERVER_PATH
+    programs.emplace_back(CORIO_HELLO_SERVER_PATH);
+#endif
+    const std::vector<std::vector<std::string>> bad_command_lines{
+        {""},
+        {"-"},
+        {"--"},
+        {"--bogus"},
+        {"--help=yes"},
+        {"--port", "-1"},
+        {"--port", "65536"},
+        {"--port", "99999999999999999999"},
+        {"--port", "0x10"},
+        {"--port", "1e3"},
+        {"--port", ""},
+        {"--host", "999.1.1.1"},
+        {"--host", "::ffff:garbage"},
+        {"--host", ""},
+        {"--host", std::string(10000, '1')},
+        {"--port", "1", "--bogus"},
+        {std::string(100000, 'x')},
+    };
+    for (const std::string& program : programs) {
+        for (const auto& arguments : bad_command_lines) {
+            const bool long_argument = std::any_of(arguments.begin(), arguments.end(),
+                                                   [](const auto& a) { return a.size() > 100; });
+            INFO(program << (long_argument ? " (with a very long argument)" : quoted(arguments)));
+            Child child(program, arguments);
+            const auto status = child.wait_exit(5s);
+            INFO(describe_status(status));
+            CHECK(exited_with(status, 2));
+            CHECK_FALSE(child.stderr_text().empty());
+            CHECK(child.read_stdout_to_end(1s).empty());
+        }
+    }
 }
 
 TEST_CASE("echo_server exits with status 1 when it cannot listen", "[echo_server]") {

@@ -8,11 +8,8 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
-#include <dirent.h>
 #include <fcntl.h>
-#include <fstream>
 #include <map>
-#include <optional>
 #include <set>
 #include <string>
 #include <sys/socket.h>
@@ -28,6 +25,7 @@
 #include <corio/task.hpp>
 
 #include "support/catch.hpp"
+#include "support/epoll_info.hpp"
 #include "support/fd.hpp"
 #include "support/helpers.hpp"
 #include "support/leak_check.hpp"
@@ -620,48 +618,6 @@ corio::Task<> forget_while_waited(corio::Scheduler& kernel, int fd, bool& woke, 
     CHECK(exit.completed());
 }
 
-// The fds an epoll instance watches according to the kernel (/proc/self/fdinfo), or nothing if
-// there is not exactly one epoll fd in this process or /proc is not there.
-std::optional<std::set<int>> kernel_epoll_targets() {
-#if defined(__linux__) && !defined(CORIO_FORCE_POLL)
-    DIR* dir = ::opendir("/proc/self/fd");
-    if (dir == nullptr) {
-        return std::nullopt;
-    }
-    std::vector<int> epoll_fds;
-    while (const dirent* entry = ::readdir(dir)) {
-        const std::string name = entry->d_name;
-        if (name == "." || name == "..") {
-            continue;
-        }
-        char target[256] = {};
-        const std::string path = "/proc/self/fd/" + name;
-        const ssize_t size = ::readlink(path.c_str(), target, sizeof target - 1);
-        if (size > 0 &&
-            std::string(target, static_cast<std::size_t>(size)) == "anon_inode:[eventpoll]") {
-            epoll_fds.push_back(std::stoi(name));
-        }
-    }
-    ::closedir(dir);
-    if (epoll_fds.size() != 1) {
-        return std::nullopt;
-    }
-    std::ifstream info("/proc/self/fdinfo/" + std::to_string(epoll_fds[0]));
-    std::set<int> targets;
-    std::string word;
-    while (info >> word) {
-        if (word == "tfd:") {
-            int fd = -1;
-            info >> fd;
-            targets.insert(fd);
-        }
-    }
-    return targets;
-#else
-    return std::nullopt;
-#endif
-}
-
 } // namespace
 
 TEST_CASE("Scheduler: an fd stays watched between waits and forget_fd drops it", "[selector]") {
@@ -676,7 +632,7 @@ TEST_CASE("Scheduler: an fd stays watched between waits and forget_fd drops it",
     // Waited on twice, watched once, and still watched now that nobody waits (lazy).
     CHECK(kernel.stats().watched_fds == 1);
     CHECK(kernel.stats().waiting_on_fds == 0);
-    if (const auto targets = kernel_epoll_targets()) {
+    if (const auto targets = corio::test::kernel_epoll_targets()) {
         CHECK(*targets == std::set<int>{fd}); // the kernel's view: still in the epoll set
     }
 
@@ -690,7 +646,7 @@ TEST_CASE("Scheduler: an fd stays watched between waits and forget_fd drops it",
     CHECK(seen.after.ready >= 1); // the waiter was made ready by forget_fd itself
     CHECK(woke);                  // although nothing was ever written
     CHECK(kernel.stats().watched_fds == 0);
-    if (const auto targets = kernel_epoll_targets()) {
+    if (const auto targets = corio::test::kernel_epoll_targets()) {
         CHECK(targets->empty());
     }
     corio::test::require_empty(kernel);
@@ -744,7 +700,7 @@ TEST_CASE("Scheduler: readiness nobody waits for drops the watch", "[selector]")
     write_byte(pair.second.get());
     run_bounded(kernel, corio::test::sleep_for(10ms));
     CHECK(kernel.stats().watched_fds == 0);
-    if (const auto targets = kernel_epoll_targets()) {
+    if (const auto targets = corio::test::kernel_epoll_targets()) {
         CHECK(targets->empty());
     }
 

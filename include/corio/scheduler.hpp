@@ -33,6 +33,8 @@
 #include "corio/detail/task_list.hpp"
 #include "corio/detail/timer_heap.hpp"
 
+#include <fcntl.h>
+
 #include <chrono>
 #include <climits>
 #include <coroutine>
@@ -44,6 +46,7 @@
 #include <iostream>
 #include <optional>
 #include <stdexcept>
+#include <string>
 #include <system_error>
 #include <type_traits>
 #include <utility>
@@ -630,6 +633,14 @@ private:
         detail::TaskRecord& self = trapped_task();
         if (fd < 0) {
             throw std::system_error(EBADF, std::generic_category(), "corio: waiting on a negative fd");
+        }
+        // The table grows to the highest fd waited on: a number that is not an open fd (say
+        // 1'000'000'000) would make it allocate gigabytes before the selector refused it. Open fds
+        // are bounded by RLIMIT_NOFILE, so the check is needed (and paid for) only on growth.
+        if (static_cast<std::size_t>(fd) >= fd_watches_.size() && ::fcntl(fd, F_GETFD) < 0) {
+            const int error = errno;
+            throw std::system_error(error, std::generic_category(),
+                                    "corio: waiting on fd " + std::to_string(fd) + ", not open");
         }
         fd_watches_.make_room_for(static_cast<std::size_t>(fd));
         detail::FdWatch& watch = fd_watches_[static_cast<std::size_t>(fd)];
