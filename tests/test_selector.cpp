@@ -621,7 +621,8 @@ corio::Task<> forget_while_waited(corio::Scheduler& kernel, int fd, bool& woke, 
 }
 
 // The fds an epoll instance watches according to the kernel (/proc/self/fdinfo), or nothing if
-// there is not exactly one epoll fd in this process or /proc is not there.
+// there is not exactly one epoll fd in this process or /proc is not there. The Scheduler's own
+// wake-up eventfd (its inbox, watched for as long as it lives) is left out.
 std::optional<std::set<int>> kernel_epoll_targets() {
 #if defined(__linux__) && !defined(CORIO_FORCE_POLL)
     DIR* dir = ::opendir("/proc/self/fd");
@@ -629,6 +630,7 @@ std::optional<std::set<int>> kernel_epoll_targets() {
         return std::nullopt;
     }
     std::vector<int> epoll_fds;
+    std::set<int> eventfds;
     while (const dirent* entry = ::readdir(dir)) {
         const std::string name = entry->d_name;
         if (name == "." || name == "..") {
@@ -640,6 +642,9 @@ std::optional<std::set<int>> kernel_epoll_targets() {
         if (size > 0 &&
             std::string(target, static_cast<std::size_t>(size)) == "anon_inode:[eventpoll]") {
             epoll_fds.push_back(std::stoi(name));
+        }
+        if (size > 0 && std::string(target, static_cast<std::size_t>(size)) == "anon_inode:[eventfd]") {
+            eventfds.insert(std::stoi(name));
         }
     }
     ::closedir(dir);
@@ -653,7 +658,9 @@ std::optional<std::set<int>> kernel_epoll_targets() {
         if (word == "tfd:") {
             int fd = -1;
             info >> fd;
-            targets.insert(fd);
+            if (eventfds.count(fd) == 0) {
+                targets.insert(fd);
+            }
         }
     }
     return targets;
