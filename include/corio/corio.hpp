@@ -1,4 +1,5 @@
-// corio/corio.hpp - everything: Task, Scheduler, system calls, selectors, AsyncSocket.
+// corio/corio.hpp - everything: Task, Scheduler, system calls, selectors, AsyncSocket, the thread
+// pool and name resolution.
 #pragma once
 
 #include "corio/async_socket.hpp"

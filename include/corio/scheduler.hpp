@@ -201,7 +201,8 @@ private:
     detail::TaskList tasks_;
 };
 
-/// The kernel. Owns its tasks' frames; belongs to the thread that runs it.
+/// The kernel. Owns its tasks' frames; belongs to the thread that runs it: only post(), hold()
+/// and Hold may be used from other threads.
 class Scheduler {
 public:
     using Clock = std::chrono::steady_clock;
