@@ -341,7 +341,8 @@ public:
         inbox_.push(*item.release()); // it frees itself once run or discarded
     }
 
-    /// Keeps run() from returning while it exists (thread-safe; see hold()). Move-only.
+    /// Keeps run() from returning while it exists (thread-safe; see hold()). Move-only; it must
+    /// not outlive its Scheduler.
     class [[nodiscard]] Hold {
     public:
         Hold() noexcept = default;
