@@ -764,7 +764,8 @@ TEST_CASE("AsyncSocket: listen on an invalid address throws EINVAL", "[async_soc
 TEST_CASE("AsyncSocket: connect to an invalid address throws EINVAL", "[async_socket]") {
     corio::test::FrameLeakCheck leaks;
     Scheduler kernel;
-    CHECK(run_bounded(kernel, error_of(AsyncSocket::connect("localhost", 80))) == EINVAL);
+    // Names are resolved now (test_resolve.cpp): an empty host is neither a name nor an address.
+    CHECK(run_bounded(kernel, error_of(AsyncSocket::connect("", 80))) == EINVAL);
     corio::test::require_empty(kernel);
 }
 

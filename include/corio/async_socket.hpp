@@ -14,6 +14,7 @@
 // there before the fd is closed (a socket must not outlive that Scheduler while open).
 #pragma once
 
+#include "corio/resolve.hpp"
 #include "corio/scheduler.hpp"
 #include "corio/socket_address.hpp"
 #include "corio/syscalls.hpp"
@@ -32,6 +33,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <coroutine>
+#include <exception>
 #include <ranges>
 #include <span>
 #include <stdexcept>
@@ -40,6 +42,7 @@
 #include <system_error>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace corio {
 
@@ -344,10 +347,26 @@ public:
         return socket;
     }
 
-    /// Connects to `host` (numeric IPv4/IPv6) and `port`. The host is taken by value: the Task is
-    /// lazy and may be awaited after the caller's string is gone.
+    /// Connects to `host` and `port`. A numeric IPv4/IPv6 address is used as it is; a name is
+    /// resolved on the thread pool (corio::resolve) and its addresses are tried in turn until one
+    /// accepts: the error of the last one is thrown if none does. The host is taken by value: the
+    /// Task is lazy and may be awaited after the caller's string is gone.
     static Task<AsyncSocket> connect(std::string host, std::uint16_t port) {
-        co_return co_await connect(SocketAddress::parse(host, port));
+        if (auto numeric = SocketAddress::try_parse(host, port)) {
+            co_return co_await connect(*numeric); // no pool, no lookup
+        }
+        const std::vector<SocketAddress> addresses = co_await resolve(std::move(host), port);
+        std::exception_ptr last_error;
+        for (const SocketAddress& address : addresses) {
+            try {
+                co_return co_await connect(address);
+            } catch (const TimeoutError&) {
+                throw; // a deadline is for the whole connect, not one address
+            } catch (const std::system_error&) {
+                last_error = std::current_exception();
+            }
+        }
+        std::rethrow_exception(last_error); // resolve gives at least one address
     }
 
     /// Connects to `address`: IP, or a Unix-domain path (ENOENT if nothing is there,

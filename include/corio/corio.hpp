@@ -1,10 +1,13 @@
-// corio/corio.hpp - everything: Task, Scheduler, system calls, selectors, AsyncSocket.
+// corio/corio.hpp - everything: Task, Scheduler, system calls, selectors, AsyncSocket, the thread
+// pool and name resolution.
 #pragma once
 
 #include "corio/async_socket.hpp"
 #include "corio/event.hpp"
 #include "corio/lock.hpp"
 #include "corio/queue.hpp"
+#include "corio/resolve.hpp"
+#include "corio/run_in_thread.hpp"
 #include "corio/run_on_threads.hpp"
 #include "corio/scheduler.hpp"
 #include "corio/selector.hpp"
@@ -16,6 +19,7 @@
 #include "corio/task.hpp"
 #include "corio/task_exit.hpp"
 #include "corio/task_group.hpp"
+#include "corio/thread_pool.hpp"
 #include "corio/timeout.hpp"
 #include "corio/timeout_error.hpp"
 #include "corio/udp_socket.hpp"

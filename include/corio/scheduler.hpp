@@ -21,6 +21,16 @@
 // therefore takes it off whatever it waits on in O(1) (O(log n) for a timer) before its frame is
 // destroyed. fds are watched lazily: interest is added when a task first waits, kept while tasks
 // come back to wait again, and dropped only when the selector reports readiness nobody waits for.
+//
+// Threads: a Scheduler and everything in it (its tasks, their sockets, Events, Queues...) belong
+// to the one thread that runs it, and nothing here takes a lock — with two exceptions, which are
+// safe from any thread: post(callable), the one door into the loop from other threads, and
+// hold() / Hold. Both go through the inbox (detail/inbox.hpp): a locked FIFO plus one eventfd
+// (a self-pipe off Linux and in CORIO_FORCE_POLL builds) that the selector watches, so a loop
+// asleep in epoll_wait wakes up. The loop empties the inbox after each look at the selector (and
+// between busy passes, where an atomic flag spares the system call), in arrival order: what one
+// thread posts runs in the order it was posted. run_in_thread's jobs come back through the same
+// door, so however many finish at once, the loop wakes once for them.
 #pragma once
 
 #include "corio/selector.hpp"
@@ -28,13 +38,16 @@
 #include "corio/task.hpp"
 #include "corio/task_exit.hpp"
 #include "corio/timeout_error.hpp"
+#include "corio/thread_pool.hpp"
 #include "corio/virtual_clock.hpp"
 #include "corio/detail/fd_table.hpp"
+#include "corio/detail/inbox.hpp"
 #include "corio/detail/task_list.hpp"
 #include "corio/detail/timer_heap.hpp"
 
 #include <fcntl.h>
 
+#include <atomic>
 #include <chrono>
 #include <climits>
 #include <coroutine>
@@ -44,6 +57,7 @@
 #include <exception>
 #include <functional>
 #include <iostream>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -190,7 +204,8 @@ private:
     detail::TaskList tasks_;
 };
 
-/// The kernel. Owns its tasks' frames; belongs to the thread that runs it.
+/// The kernel. Owns its tasks' frames; belongs to the thread that runs it: only post(), hold()
+/// and Hold may be used from other threads.
 class Scheduler {
 public:
     using Clock = std::chrono::steady_clock;
@@ -204,6 +219,7 @@ public:
         std::size_t waiting_on_fds = 0;
         std::size_t timers = 0;
         std::size_t watched_fds = 0;
+        std::size_t thread_jobs = 0; // tasks waiting for a job on the thread pool
     };
 
     /// While tasks stay ready, the loop looks at the fds once per this many resumptions
@@ -218,7 +234,10 @@ public:
     Scheduler& operator=(const Scheduler&) = delete;
 
     /// Destroys every task still alive, as if killed: their destructors run, their waits are
-    /// unregistered first.
+    /// unregistered first. Then shuts the thread pool down: it waits for the jobs that are running
+    /// (a job cannot be interrupted) and drops their results; queued jobs never run. Callables
+    /// posted but not run yet are destroyed without running. Nobody may post() to a Scheduler
+    /// while it is being destroyed.
     ~Scheduler() {
         while (task_count_ > 0) {
             for (std::size_t i = 0; i < records_.size(); ++i) { // by index: destructors may spawn
@@ -228,6 +247,10 @@ public:
                 }
             }
         }
+        if (pool_) {
+            pool_->shutdown(); // the last jobs deliver into the inbox, which is still here
+        }
+        inbox_.discard_all();
     }
 
     /// Adds a task to the ready queue; it first runs in a later pass of the loop.
@@ -244,7 +267,10 @@ public:
     }
 
     /// Runs until no task is left, stop() is called, or nothing could ever wake the tasks left
-    /// (they all wait for each other or are parked).
+    /// (they all wait for each other or are parked, and none waits for a thread-pool job). A task
+    /// waiting for a run_in_thread job keeps it running; so does a Hold (see hold()), even with
+    /// no task left. Callables posted before run() or while it runs are run before it returns;
+    /// one posted after it returned runs in the next run().
     void run() {
         run_loop([] { return true; });
     }
@@ -298,7 +324,85 @@ public:
         return delay >= Clock::time_point::max() - start ? Clock::time_point::max() : start + delay;
     }
     [[nodiscard]] Stats stats() const noexcept {
-        return Stats{task_count_, ready_.size(), io_waiters_, timers_.size(), watched_fds_};
+        return Stats{task_count_, ready_.size(), io_waiters_, timers_.size(), watched_fds_,
+                     pool_waiters_};
+    }
+
+    // ---- The thread-safe door (see the top of this file).
+
+    /// Thread-safe. Runs `callable()` on the loop's thread soon: after the current pass, or when
+    /// run() next runs if it is not running. Callables run in the order they were posted. Wakes
+    /// a loop blocked in the selector. A posted callable runs outside of any task: it may add or
+    /// kill tasks (post([&] { kernel.add_task(serve()); })), set Events, post again; create the
+    /// Task inside the callable, on the loop's thread, not in the posting thread. An exception
+    /// that escapes it is reported like the failure of a task nobody waited for. Throws
+    /// std::bad_alloc (one allocation per post).
+    template <class Callable>
+        requires std::is_invocable_v<std::decay_t<Callable>&>
+    void post(Callable&& callable) {
+        auto item = std::make_unique<Posted<std::decay_t<Callable>>>(std::forward<Callable>(callable));
+        inbox_.push(*item.release()); // it frees itself once run or discarded
+    }
+
+    /// Keeps run() from returning while it exists (thread-safe; see hold()). Move-only; it must
+    /// not outlive its Scheduler.
+    class [[nodiscard]] Hold {
+    public:
+        Hold() noexcept = default;
+        Hold(Hold&& other) noexcept : kernel_(std::exchange(other.kernel_, nullptr)) {}
+        Hold& operator=(Hold&& other) noexcept {
+            if (this != &other) {
+                release();
+                kernel_ = std::exchange(other.kernel_, nullptr);
+            }
+            return *this;
+        }
+        Hold(const Hold&) = delete;
+        Hold& operator=(const Hold&) = delete;
+        ~Hold() { release(); }
+
+        /// Lets run() return again when nothing is left to do (and wakes it to notice). Idempotent.
+        void release() noexcept {
+            if (Scheduler* kernel = std::exchange(kernel_, nullptr)) {
+                kernel->holds_.fetch_sub(1, std::memory_order_release);
+                kernel->inbox_.poke();
+            }
+        }
+
+    private:
+        friend class Scheduler;
+        explicit Hold(Scheduler& kernel) noexcept : kernel_(&kernel) {}
+
+        Scheduler* kernel_ = nullptr;
+    };
+
+    /// Thread-safe. While the returned Hold lives, run() does not return for lack of work: with
+    /// no task left, or with tasks that only another thread can wake (a task waiting on an Event
+    /// that a posted callable sets), it waits for posts. stop() still ends run().
+    Hold hold() noexcept {
+        holds_.fetch_add(1, std::memory_order_relaxed);
+        return Hold(*this);
+    }
+
+    /// The pool run_in_thread uses, created on first use (loop thread only). Its workers start
+    /// only when jobs arrive.
+    ThreadPool& thread_pool() {
+        if (!pool_) {
+            pool_ = std::make_unique<ThreadPool>(pool_size_ != 0 ? pool_size_
+                                                                 : ThreadPool::default_thread_count());
+        }
+        return *pool_;
+    }
+    /// Bounds the pool that thread_pool() will create (default: ThreadPool::default_thread_count()).
+    /// Throws std::logic_error once the pool exists, std::invalid_argument for 0.
+    void set_thread_pool_size(std::size_t max_threads) {
+        if (pool_) {
+            throw std::logic_error("corio: set_thread_pool_size after the thread pool was created");
+        }
+        if (max_threads == 0) {
+            throw std::invalid_argument("corio: a ThreadPool needs at least one thread");
+        }
+        pool_size_ = max_threads;
     }
 
     /// Kills a task: it is taken off whatever it waits on, its frame is destroyed (its destructors
@@ -436,6 +540,20 @@ public:
     /// Wakes every task in `queue`, in order.
     void wake_all(WaitQueue& queue) noexcept { wake_all(queue.tasks_); }
 
+    /// Queues `job` on the thread pool for the calling task (run_in_thread uses it): the task is
+    /// counted as waiting for the pool until pool_job_ended(). The job comes back through
+    /// deliver() and wakes the task with unpark().
+    void submit_to_pool(detail::PoolJob& job) {
+        static_cast<void>(trapped_task());
+        thread_pool().submit(job);
+        ++pool_waiters_;
+    }
+    /// The task that submit_to_pool() counted no longer waits for its job (it got its result, or
+    /// it is gone).
+    void pool_job_ended() noexcept { --pool_waiters_; }
+    /// Thread-safe: hands `item` to the loop, which runs it soon (see detail/inbox.hpp).
+    void deliver(detail::InboxItem& item) noexcept { inbox_.push(item); }
+
     // ---- Deadlines (timeout_after and friends build on these).
 
     /// Enters a deadline scope for the calling task: once `deadline` has passed, and until the
@@ -527,6 +645,23 @@ public:
     }
 
 private:
+    // What post() queues.
+    template <class Callable>
+    class Posted final : public detail::InboxItem {
+    public:
+        template <class Given>
+        explicit Posted(Given&& callable) : callable_(std::forward<Given>(callable)) {}
+
+        void run(Scheduler& /*kernel*/) override {
+            const std::unique_ptr<Posted> self(this); // freed even if it throws
+            callable_();
+        }
+        void discard() noexcept override { delete this; }
+
+    private:
+        Callable callable_;
+    };
+
     static TaskId id_of(const detail::TaskRecord& record) noexcept {
         return TaskId(record.serial, record.slot);
     }
@@ -748,14 +883,18 @@ private:
                 exception_handler_(id, error);
                 return;
             }
+            const char* what = "a non-standard exception";
             try {
                 std::rethrow_exception(error);
             } catch (const std::exception& e) {
-                std::cerr << "corio: task " << id << " failed and nobody waited for it: " << e.what()
-                          << '\n';
+                what = e.what();
             } catch (...) {
-                std::cerr << "corio: task " << id
-                          << " failed with a non-standard exception and nobody waited for it\n";
+            }
+            if (id) {
+                std::cerr << "corio: task " << id << " failed and nobody waited for it: " << what
+                          << '\n';
+            } else {
+                std::cerr << "corio: a posted callable failed: " << what << '\n';
             }
         } catch (...) { // a failing report must not take the loop down
         }
@@ -790,16 +929,17 @@ private:
     // Steps 2-4. Returns false when no task can ever be woken.
     bool wait_for_events() {
         if (!ready_.empty() && resumed_since_poll_ < poll_interval) {
-            expire_timers(); // busy: timers as every pass, the fds after a few more resumptions
+            run_inbox(); // busy: the inbox and timers every pass, the fds after a few more resumptions
+            expire_timers();
             return true;
         }
         resumed_since_poll_ = 0;
         int timeout_ms = 0;
-        if (ready_.empty()) {
+        if (ready_.empty() && !inbox_.has_work()) {
             if (!timers_.empty()) {
                 timeout_ms = milliseconds_until(timers_.top()->deadline);
-            } else if (io_waiters_ > 0) {
-                timeout_ms = -1;
+            } else if (io_waiters_ > 0 || pool_waiters_ > 0 || held()) {
+                timeout_ms = -1; // the inbox's fd is watched too: a post or a finished job wakes it
             } else {
                 return false;
             }
@@ -813,8 +953,34 @@ private:
         } else if (watched_fds_ > 0 || timeout_ms != 0) {
             poll_selector(timeout_ms);
         }
+        run_inbox();
         expire_timers();
         return true;
+    }
+
+    [[nodiscard]] bool held() const noexcept { return holds_.load(std::memory_order_acquire) > 0; }
+
+    // Runs what other threads delivered, in arrival order.
+    void run_inbox() {
+        if (!inbox_.has_work()) {
+            return;
+        }
+        detail::Inbox::Batch batch = inbox_.take_all();
+        while (detail::InboxItem* item = batch.pop()) {
+            try {
+                item->run(*this);
+            } catch (...) {
+                report(TaskId{}, std::current_exception());
+            }
+        }
+    }
+
+    // The inbox's wake channel is opened, and watched, when the loop first runs.
+    void open_inbox() {
+        if (inbox_.fd() < 0) {
+            inbox_.open();
+            selector_.watch(inbox_.fd(), Interest::none, Interest::read);
+        }
     }
 
     // Readiness for the tasks in `waiting`: a plain wait ends; an I/O operation is attempted and
@@ -840,8 +1006,8 @@ private:
     }
 
     void on_ready(int fd, Interest ready) {
-        if (fd < 0 || static_cast<std::size_t>(fd) >= fd_watches_.size()) {
-            return;
+        if (fd < 0 || fd == inbox_.fd() || static_cast<std::size_t>(fd) >= fd_watches_.size()) {
+            return; // the inbox is looked at after the selector (run_inbox)
         }
         detail::FdWatch& watch = fd_watches_[static_cast<std::size_t>(fd)];
         Interest unwanted = Interest::none;
@@ -918,7 +1084,11 @@ private:
                 kernel.stop_requested_ = false;
             }
         } reset{*this};
-        auto go_on = [&] { return task_count_ > 0 && !stop_requested_ && keep_going(); };
+        open_inbox();
+        auto go_on = [&] {
+            return (task_count_ > 0 || inbox_.has_work() || held()) && !stop_requested_ &&
+                   keep_going();
+        };
         while (go_on()) {
             run_ready_tasks();
             if (!go_on() || !wait_for_events()) {
@@ -957,6 +1127,11 @@ private:
     std::uint32_t resumed_since_poll_ = 0;
     bool running_ = false;
     bool stop_requested_ = false;
+    std::size_t pool_waiters_ = 0; // tasks waiting for a thread-pool job
+    std::size_t pool_size_ = 0;    // the bound thread_pool() will use; 0: the default
+    std::atomic<std::size_t> holds_{0};
+    detail::Inbox inbox_;
+    std::unique_ptr<ThreadPool> pool_; // after inbox_: destroyed first (its jobs deliver there)
 };
 
 /// Runs `task` to completion on a new Scheduler and gives its value (like asyncio.run). Tasks it

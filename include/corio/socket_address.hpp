@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -29,9 +30,17 @@ public:
 
     /// Parses a numeric IPv4 ("127.0.0.1") or IPv6 ("::1", also "[::1]"; brackets only for IPv6)
     /// address.
-    /// Throws std::system_error(EINVAL) for anything else (names are not resolved here).
+    /// Throws std::system_error(EINVAL) for anything else (names: see corio::resolve).
     static SocketAddress parse(std::string_view host, std::uint16_t port) {
-        const std::string_view given = host;
+        if (auto address = try_parse(host, port)) {
+            return *address;
+        }
+        throw std::system_error(EINVAL, std::generic_category(),
+                                "corio: not a numeric IPv4 or IPv6 address: '" + std::string(host) + "'");
+    }
+
+    /// parse(), with an empty optional instead of the exception (a name to resolve, say).
+    static std::optional<SocketAddress> try_parse(std::string_view host, std::uint16_t port) {
         const bool bracketed = host.size() >= 2 && host.front() == '[' && host.back() == ']';
         if (bracketed) {
             host = host.substr(1, host.size() - 2);
@@ -39,7 +48,7 @@ public:
         std::string text(host); // inet_pton needs a terminated string
         SocketAddress address;
         if (text.find('\0') != std::string::npos) {
-            throw invalid(given);
+            return std::nullopt;
         }
         auto* v4 = reinterpret_cast<sockaddr_in*>(&address.storage_);
         auto* v6 = reinterpret_cast<sockaddr_in6*>(&address.storage_);
@@ -52,7 +61,7 @@ public:
             v6->sin6_port = htons(port);
             address.size_ = sizeof(sockaddr_in6);
         } else {
-            throw invalid(given);
+            return std::nullopt;
         }
         return address;
     }
@@ -163,11 +172,6 @@ private:
         address.size_ =
             static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + skip + name.size() + terminator);
         return address;
-    }
-
-    static std::system_error invalid(std::string_view host) {
-        return std::system_error(EINVAL, std::generic_category(),
-                                 "corio: not a numeric IPv4 or IPv6 address: '" + std::string(host) + "'");
     }
 
     sockaddr_storage storage_{};

@@ -1,0 +1,141 @@
+// corio/detail/inbox.hpp - the Scheduler's one thread-safe door: a FIFO that any thread fills and
+// the loop's thread empties.
+//
+// Items are intrusive (a posted callable, a finished thread-pool job), so delivering one takes a
+// lock and no allocation. The first item after the loop last emptied the inbox notifies its
+// WakeChannel; the ones after it only queue: a hundred jobs finishing at once cost the loop one
+// wake-up and one batch. `pending_` mirrors "something is queued or a wake-up was asked for" so
+// that the loop can look without a lock or a system call between two passes.
+#pragma once
+
+#include "corio/detail/wake_channel.hpp"
+
+#include <atomic>
+#include <mutex>
+
+namespace corio {
+
+class Scheduler;
+
+namespace detail {
+
+// Something delivered to the loop. Exactly one of run() and discard() is called, on the loop's
+// thread; either frees the item.
+class InboxItem {
+public:
+    InboxItem() = default;
+    InboxItem(const InboxItem&) = delete;
+    InboxItem& operator=(const InboxItem&) = delete;
+
+    /// Does what the item was delivered for. May throw (the Scheduler reports it).
+    virtual void run(Scheduler& kernel) = 0;
+    /// The Scheduler is being destroyed: free the item without running it.
+    virtual void discard() noexcept = 0;
+
+protected:
+    ~InboxItem() = default;
+
+private:
+    friend class Inbox;
+    InboxItem* next_in_inbox_ = nullptr;
+};
+
+class Inbox {
+public:
+    // What take_all() gives: the items in arrival order. Whatever is left in it when it goes
+    // away is discarded (only if running an item unwound past the loop that empties it).
+    class Batch {
+    public:
+        explicit Batch(InboxItem* head) noexcept : head_(head) {}
+        Batch(const Batch&) = delete;
+        Batch& operator=(const Batch&) = delete;
+        ~Batch() {
+            while (InboxItem* item = pop()) {
+                item->discard();
+            }
+        }
+        InboxItem* pop() noexcept {
+            InboxItem* item = head_;
+            if (item != nullptr) {
+                head_ = item->next_in_inbox_;
+            }
+            return item;
+        }
+
+    private:
+        InboxItem* head_;
+    };
+
+    Inbox() = default;
+    Inbox(const Inbox&) = delete;
+    Inbox& operator=(const Inbox&) = delete;
+    ~Inbox() { discard_all(); }
+
+    /// Loop thread: creates the wake channel (once), signalled if items already wait.
+    void open() {
+        std::lock_guard lock(mutex_);
+        if (!channel_.is_open()) {
+            channel_.open();
+            if (pending_.load(std::memory_order_relaxed)) {
+                channel_.notify();
+            }
+        }
+    }
+    /// The fd the loop watches (-1 before open()).
+    [[nodiscard]] int fd() const noexcept { return channel_.fd(); }
+
+    /// Any thread: queues `item` and wakes the loop if it is the first since the loop looked.
+    void push(InboxItem& item) noexcept {
+        std::lock_guard lock(mutex_);
+        item.next_in_inbox_ = nullptr;
+        (tail_ != nullptr ? tail_->next_in_inbox_ : head_) = &item;
+        tail_ = &item;
+        signal();
+    }
+    /// Any thread: wakes the loop with nothing to deliver (so that it looks at its state again).
+    void poke() noexcept {
+        std::lock_guard lock(mutex_);
+        signal();
+    }
+
+    /// Loop thread, without a lock: whether take_all() has something to do (a hint: an item
+    /// delivered right after it said false wakes the loop through the channel).
+    [[nodiscard]] bool has_work() const noexcept { return pending_.load(std::memory_order_acquire); }
+
+    /// Loop thread: everything delivered so far; the channel is made unreadable again.
+    [[nodiscard]] Batch take_all() noexcept {
+        std::lock_guard lock(mutex_);
+        InboxItem* head = head_;
+        head_ = tail_ = nullptr;
+        pending_.store(false, std::memory_order_relaxed);
+        if (channel_.is_open()) {
+            channel_.clear(); // under the lock: a push after this notifies afresh
+        }
+        return Batch(head);
+    }
+
+    /// Frees every queued item without running it.
+    void discard_all() noexcept {
+        Batch batch = take_all();
+        static_cast<void>(batch); // its destructor discards
+    }
+
+private:
+    void signal() noexcept {
+        if (!pending_.load(std::memory_order_relaxed)) {
+            pending_.store(true, std::memory_order_release);
+            if (channel_.is_open()) {
+                channel_.notify();
+            }
+        }
+    }
+
+    std::mutex mutex_;
+    WakeChannel channel_;
+    InboxItem* head_ = nullptr;
+    InboxItem* tail_ = nullptr;
+    std::atomic<bool> pending_{false};
+};
+
+} // namespace detail
+} // namespace corio

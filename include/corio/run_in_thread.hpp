@@ -1,0 +1,186 @@
+// corio/run_in_thread.hpp - `co_await run_in_thread(fn, args...)`: blocking work off the loop.
+//
+//     std::string text = co_await corio::run_in_thread(read_whole_file, path);
+//
+// fn(args...) runs on the Scheduler's thread pool (Scheduler::thread_pool()); the task waits,
+// parked, while the loop serves the others, and resumes with fn's result, or with the exception
+// fn threw. The job's result travels back through the Scheduler's inbox (see scheduler.hpp),
+// so the loop learns of any number of finished jobs with one wake-up.
+//
+// What is passed, and what comes back:
+// * fn and args are decayed and moved (or copied) into the job, as std::thread does: the job
+//   owns them, and they are destroyed on the worker once fn has run. To pass a reference, use
+//   std::ref: the referent must then outlive the job, which (see below) may outlive the task.
+// * The result is fn's return type without reference or cv-qualifiers: a function returning T&
+//   gives a copy of T. void gives void. The result type must be move-constructible.
+//
+// Cancellation. A running job cannot be interrupted; a deadline (timeout_after) or a KillTask
+// ends the task's wait at once, and then:
+// * a job that has not started yet never starts;
+// * a job that is running runs to its end on its worker, and its result (or exception) is
+//   destroyed, unseen, when it comes back. The worker never touches the task's frame: the job
+//   keeps its own state, and the loop frees it when it returns. Until then its worker is busy,
+//   so a bounded pool stays busy too.
+// A Scheduler destroyed with jobs in flight waits for the running ones (see ~Scheduler).
+//
+// With a VirtualClock, time jumps to the next timer while jobs run (the clock does not wait for
+// threads): test timeouts of thread jobs on the real clock.
+#pragma once
+
+#include "corio/scheduler.hpp"
+#include "corio/system_call.hpp"
+#include "corio/thread_pool.hpp"
+#include "corio/detail/inbox.hpp"
+
+#include <atomic>
+#include <cerrno>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <system_error>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+namespace corio {
+
+namespace detail {
+
+// fn, its arguments and, once it ran, its outcome: shared by the task (through RunInThread) and a
+// worker, and owned by one of them at a time (see RunInThread's destructor).
+//   the task's call ──submit──▶ pool queue ──run/cancel──▶ worker ──deliver──▶ inbox ──▶ loop
+// The worker writes the outcome before it delivers the job; the inbox's lock makes the write
+// visible to the loop. The loop alone reads the outcome, and `abandoned_` is the only field both
+// sides touch while the job is away (atomic: the worker skips a job nobody waits for any more).
+template <class Fn, class... Args>
+class ThreadJob final : public PoolJob, public InboxItem {
+public:
+    using Result = std::remove_cvref_t<std::invoke_result_t<Fn, Args...>>;
+
+    template <class GivenFn, class... GivenArgs>
+    explicit ThreadJob(GivenFn&& fn, GivenArgs&&... args)
+        : fn_(std::forward<GivenFn>(fn)), args_(std::forward<GivenArgs>(args)...) {}
+
+    // ---- the task's side (loop thread)
+
+    void start(Scheduler& kernel, TaskId waiter) {
+        kernel_ = &kernel;
+        waiter_ = waiter;
+        kernel.submit_to_pool(*this);
+        away_ = true;
+    }
+    [[nodiscard]] bool away() const noexcept { return away_; }
+    // The task no longer waits: the loop frees the job when it comes back.
+    void abandon() noexcept {
+        abandoned_.store(true, std::memory_order_relaxed);
+        kernel_->pool_job_ended();
+    }
+    Result take_result() {
+        if (error_) {
+            std::rethrow_exception(error_);
+        }
+        if constexpr (!std::is_void_v<Result>) {
+            return std::move(*value_);
+        }
+    }
+
+    // ---- the worker's side
+
+    void run() noexcept override {
+        if (!abandoned_.load(std::memory_order_relaxed)) {
+            try {
+                if constexpr (std::is_void_v<Result>) {
+                    std::apply(std::move(fn_), std::move(args_));
+                    value_.emplace();
+                } else {
+                    value_.emplace(std::apply(std::move(fn_), std::move(args_)));
+                }
+            } catch (...) {
+                error_ = std::current_exception();
+            }
+        }
+        kernel_->deliver(*this); // the last access to *this on this thread
+    }
+    void cancel() noexcept override {
+        error_ = std::make_exception_ptr(std::system_error(
+            ECANCELED, std::generic_category(), "corio: the thread pool shut down before the job ran"));
+        kernel_->deliver(*this);
+    }
+
+    // ---- back on the loop
+
+    void run(Scheduler& kernel) override {
+        if (abandoned_.load(std::memory_order_relaxed)) {
+            delete this;
+            return;
+        }
+        away_ = false; // the task's call owns it again
+        kernel.pool_job_ended();
+        kernel.unpark(waiter_);
+    }
+    void discard() noexcept override { delete this; }
+
+private:
+    struct Nothing {};
+    using Stored = std::conditional_t<std::is_void_v<Result>, Nothing, Result>;
+
+    Fn fn_;
+    std::tuple<Args...> args_;
+    std::optional<Stored> value_;
+    std::exception_ptr error_;
+    Scheduler* kernel_ = nullptr;
+    TaskId waiter_;
+    std::atomic<bool> abandoned_{false};
+    bool away_ = false; // submitted and not back yet (loop thread only)
+};
+
+} // namespace detail
+
+/// The system call behind run_in_thread: it owns its job until the pool takes it, and again once
+/// the job is back; destroyed while the job is away (the task killed, or a deadline), it leaves
+/// the job to the loop, which frees it when it returns.
+template <class Fn, class... Args>
+class [[nodiscard]] RunInThread {
+public:
+    using Job = detail::ThreadJob<Fn, Args...>;
+    using Result = typename Job::Result;
+
+    template <class GivenFn, class... GivenArgs>
+    explicit RunInThread(GivenFn&& fn, GivenArgs&&... args)
+        : job_(new Job(std::forward<GivenFn>(fn), std::forward<GivenArgs>(args)...)) {}
+    RunInThread(RunInThread&& other) noexcept : job_(std::exchange(other.job_, nullptr)) {}
+    RunInThread& operator=(RunInThread&&) = delete;
+    RunInThread(const RunInThread&) = delete;
+    RunInThread& operator=(const RunInThread&) = delete;
+    ~RunInThread() {
+        if (job_ == nullptr) {
+            return;
+        }
+        if (job_->away()) {
+            job_->abandon(); // no longer ours to free
+        } else {
+            delete job_;
+        }
+    }
+
+    bool handle(Scheduler& kernel, TaskId caller) {
+        job_->start(kernel, caller);
+        return true; // parked until the job comes back
+    }
+    Result result() { return job_->take_result(); }
+
+private:
+    Job* job_;
+};
+
+/// `co_await run_in_thread(fn, args...)` runs fn(args...) on the Scheduler's thread pool and gives
+/// its result or rethrows its exception (see the top of this file).
+template <class Fn, class... Args>
+    requires std::is_invocable_v<std::decay_t<Fn>, std::decay_t<Args>...>
+RunInThread<std::decay_t<Fn>, std::decay_t<Args>...> run_in_thread(Fn&& fn, Args&&... args) {
+    return RunInThread<std::decay_t<Fn>, std::decay_t<Args>...>(std::forward<Fn>(fn),
+                                                                 std::forward<Args>(args)...);
+}
+
+} // namespace corio
