@@ -216,6 +216,7 @@ TEST_CASE(SIGNAL_PATH "killing a waiting task unregisters and closes its fd, and
     start_clean();
     FrameLeakCheck frames;
     Scheduler kernel;
+    kernel.run_until_complete(corio::test::yield_times(1)); // it has opened its wake-up fd
     const std::size_t fds_with_kernel = open_fd_count();
     std::vector<int> got;
     const TaskId waiter = kernel.add_task(wait_for(got, SIGUSR1));
@@ -238,6 +239,7 @@ TEST_CASE(SIGNAL_PATH "a SignalWait can be bounded with ignore_after and timeout
     start_clean();
     FrameLeakCheck frames;
     Scheduler kernel;
+    kernel.run_until_complete(corio::test::yield_times(1)); // it has opened its wake-up fd
     const std::size_t fds = open_fd_count();
     const auto started = std::chrono::steady_clock::now();
     const std::optional<int> none =

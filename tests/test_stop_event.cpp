@@ -69,6 +69,7 @@ TEST_CASE("killing a task that waits for a StopEvent leaves the other waiters wa
     FrameLeakCheck frames;
     StopEvent stop;
     Scheduler kernel;
+    kernel.run_until_complete(corio::test::yield_times(1)); // it has opened its wake-up fd
     const std::size_t fds = open_fd_count();
     Log log;
     const TaskId a = kernel.add_task(wait_and_log(stop, log, "a"));
