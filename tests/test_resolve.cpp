@@ -33,17 +33,6 @@ bool is_loopback(const SocketAddress& address) {
     return host.starts_with("127.") || host == "::1";
 }
 
-// What `operation` threw, or null. (Never co_await inside a Catch macro: GCC evaluates the
-// expression a second time in Catch's __builtin_constant_p check.)
-template <class Awaitable>
-Task<std::exception_ptr> failure_of(Awaitable operation) {
-    try {
-        co_await std::move(operation);
-    } catch (...) {
-        co_return std::current_exception();
-    }
-    co_return nullptr;
-}
 
 // The code of the std::system_error in `error` (an empty code for anything else).
 std::error_code code_of(const std::exception_ptr& error) {

@@ -86,17 +86,6 @@ private:
     int value_;
 };
 
-// What `operation` threw, or null. (Never co_await inside a Catch macro: GCC evaluates the
-// expression a second time in Catch's __builtin_constant_p check.)
-template <class Awaitable>
-Task<std::exception_ptr> failure_of(Awaitable operation) {
-    try {
-        co_await std::move(operation);
-    } catch (...) {
-        co_return std::current_exception();
-    }
-    co_return nullptr;
-}
 
 Task<> ticker(int& ticks, const bool& stop) {
     while (!stop) {

@@ -56,14 +56,6 @@ void start_clean() {
     corio::run(take_leftovers());
 }
 
-std::size_t open_fd_count() {
-    std::size_t count = 0;
-    for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
-        (void)entry;
-        ++count;
-    }
-    return count;
-}
 
 Task<> wait_for(std::vector<int>& got, int first) {
     got.push_back(co_await SignalWait{first});

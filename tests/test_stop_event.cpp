@@ -23,14 +23,6 @@ using corio::StopEvent;
 
 namespace {
 
-std::size_t open_fd_count() {
-    std::size_t count = 0;
-    for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
-        (void)entry;
-        ++count;
-    }
-    return count;
-}
 
 Task<> wait_and_log(const StopEvent& stop, Log& log, std::string name) {
     co_await stop.wait();

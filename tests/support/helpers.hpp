@@ -8,7 +8,9 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <exception>
+#include <filesystem>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -82,6 +84,29 @@ Task<int> error_of(Awaitable operation) {
         co_return e.code().value();
     }
     co_return 0;
+}
+
+/// What awaiting `operation` threw, or null if it completed. (Await it before a CHECK, never
+/// inside one: see error_of.)
+template <class Awaitable>
+Task<std::exception_ptr> failure_of(Awaitable operation) {
+    try {
+        co_await std::move(operation);
+    } catch (...) {
+        co_return std::current_exception();
+    }
+    co_return nullptr;
+}
+
+/// How many fds this process has open now (the entries of /proc/self/fd, the directory's own
+/// included: compare counts, not absolute numbers).
+inline std::size_t open_fd_count() {
+    std::size_t count = 0;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+        (void)entry;
+        ++count;
+    }
+    return count;
 }
 
 // ---- virtual time -------------------------------------------------------------------------------
