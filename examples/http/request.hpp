@@ -4,8 +4,9 @@
 // has to be. A request head is a request line and header lines, each ending in CRLF, then an empty
 // line. The parser only looks at bytes the connection already holds and never allocates: every
 // field it gives is a view into the connection's buffer. What it does not like is a 400 (or 505
-// for an HTTP major version other than 1), because a server that guesses what a malformed request
-// meant is a server that two parties can read two different ways (request smuggling).
+// for an HTTP major version other than 1, 414 for a target over 4 KiB, 417 for an expectation
+// other than 100-continue), because a server that guesses what a malformed request meant is a
+// server that two parties can read two different ways (request smuggling).
 #pragma once
 
 #include <charconv>
@@ -25,7 +26,11 @@ struct Request {
     bool keep_alive = true;  // what the client asked for (Connection header and version)
     std::uint64_t content_length = 0;
     bool has_transfer_encoding = false; // a body whose end we cannot find: answer, then close
+    bool expects_continue = false;      // "Expect: 100-continue" in HTTP/1.1: see http_server.cpp
 };
+
+/// The longest request target accepted; a longer one is a 414.
+inline constexpr std::size_t max_target = 4096;
 
 /// What parse() found: a request, or the status to answer a malformed one with.
 struct ParsedRequest {
@@ -104,7 +109,20 @@ constexpr bool next_line(std::string_view& head, std::string_view& line) noexcep
     return line.find('\r') == std::string_view::npos;
 }
 
-// "close" and "keep-alive" in a Connection header's comma-separated list.
+// Calls `visit` with each member of a header's comma-separated list, trimmed; empty ones skipped.
+template <class Visit>
+constexpr void for_each_member(std::string_view value, Visit visit) {
+    while (!value.empty()) {
+        const std::size_t comma = value.find(',');
+        const std::string_view member = trim(value.substr(0, comma));
+        if (!member.empty()) {
+            visit(member);
+        }
+        value = comma == std::string_view::npos ? std::string_view() : value.substr(comma + 1);
+    }
+}
+
+// "close" and "keep-alive" in a Connection header's list.
 struct ConnectionOptions {
     bool close = false;
     bool keep_alive = false;
@@ -112,13 +130,89 @@ struct ConnectionOptions {
 
 constexpr void read_connection_options(std::string_view value,
                                        ConnectionOptions& options) noexcept {
-    while (!value.empty()) {
-        const std::size_t comma = value.find(',');
-        const std::string_view option = trim(value.substr(0, comma));
+    for_each_member(value, [&options](std::string_view option) {
         options.close = options.close || equals_ignoring_case(option, "close");
         options.keep_alive = options.keep_alive || equals_ignoring_case(option, "keep-alive");
-        value = comma == std::string_view::npos ? std::string_view() : value.substr(comma + 1);
+    });
+}
+
+// What an Expect header's list asks for: 100-continue is the only expectation HTTP defines.
+struct Expectations {
+    bool continue_first = false;
+    bool unknown = false;
+};
+
+constexpr void read_expectations(std::string_view value, Expectations& expectations) noexcept {
+    for_each_member(value, [&expectations](std::string_view expectation) {
+        if (equals_ignoring_case(expectation, "100-continue")) {
+            expectations.continue_first = true;
+        } else {
+            expectations.unknown = true;
+        }
+    });
+}
+
+constexpr int hex_value(char c) noexcept {
+    if (c >= '0' && c <= '9') {
+        return c - '0';
     }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    return -1;
+}
+
+// A Host value (RFC 9112 §3.2): RFC 3986's host, then an optional ":" port. The host is an IPv6
+// literal in brackets, or a name (an IPv4 address is one) of letters, digits, "-._~", the
+// sub-delims "!$&'()*+,;=" and %XX escapes; the port at most five digits, at most 65535. Empty is
+// valid: it says the target has no authority.
+constexpr bool is_valid_host(std::string_view host) noexcept {
+    std::string_view port; // with its ':'
+    if (host.starts_with('[')) {
+        const std::size_t close = host.find(']');
+        if (close == std::string_view::npos) {
+            return false;
+        }
+        const std::string_view literal = host.substr(1, close - 1);
+        if (literal.find(':') == std::string_view::npos ||
+            literal.find_first_not_of("0123456789abcdefABCDEF:.") != std::string_view::npos) {
+            return false;
+        }
+        port = host.substr(close + 1);
+    } else {
+        const std::size_t colon = host.find(':');
+        const std::string_view name = host.substr(0, colon);
+        port = colon == std::string_view::npos ? std::string_view() : host.substr(colon);
+        for (std::size_t i = 0; i < name.size(); ++i) {
+            const char c = name[i];
+            if (c == '%') {
+                if (i + 2 >= name.size() || hex_value(name[i + 1]) < 0 ||
+                    hex_value(name[i + 2]) < 0) {
+                    return false;
+                }
+                i += 2;
+            } else if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                         (c >= '0' && c <= '9') ||
+                         std::string_view("-._~!$&'()*+,;=").find(c) != std::string_view::npos)) {
+                return false;
+            }
+        }
+    }
+    if (port.empty()) {
+        return true;
+    }
+    if (port.front() != ':' || port.size() > 6 ||
+        port.find_first_not_of("0123456789", 1) != std::string_view::npos) {
+        return false;
+    }
+    unsigned number = 0;
+    for (const char digit : port.substr(1)) {
+        number = number * 10 + static_cast<unsigned>(digit - '0');
+    }
+    return number <= 65535; // an empty port (host ":") is allowed too
 }
 
 // "HTTP/1.1" -> 1; a malformed version is a 400, another major version a 505.
@@ -136,6 +230,18 @@ constexpr Status read_version(std::string_view text, int& minor) noexcept {
 }
 
 } // namespace detail
+
+/// Whether HTTP defines `method` (RFC 9110 §9, and PATCH): one the server knows but does not allow
+/// is a 405, one it does not know a 501. Methods are case-sensitive.
+constexpr bool is_known_method(std::string_view method) noexcept {
+    for (const std::string_view known :
+         {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}) {
+        if (method == known) {
+            return true;
+        }
+    }
+    return false;
+}
 
 /// How many bytes at the front of `data` are empty lines (CRLF) that may precede a request line;
 /// RFC 9112 asks servers to ignore them (some clients send one after a request body).
@@ -196,6 +302,9 @@ constexpr ParsedRequest parse_request(std::string_view head) noexcept {
             return fail(Status::bad_request);
         }
     }
+    if (request.target.size() > max_target) {
+        return fail(Status::uri_too_long);
+    }
     if (const Status version =
             detail::read_version(line.substr(second_space + 1), request.minor_version);
         version != Status::ok) {
@@ -206,6 +315,7 @@ constexpr ParsedRequest parse_request(std::string_view head) noexcept {
     int hosts = 0;
     bool has_content_length = false;
     detail::ConnectionOptions connection;
+    detail::Expectations expectations;
     for (;;) {
         if (!detail::next_line(head, line)) {
             return fail(Status::bad_request);
@@ -225,6 +335,9 @@ constexpr ParsedRequest parse_request(std::string_view head) noexcept {
         }
         if (detail::equals_ignoring_case(name, "host")) {
             ++hosts;
+            if (!detail::is_valid_host(value)) {
+                return fail(Status::bad_request);
+            }
         } else if (detail::equals_ignoring_case(name, "content-length")) {
             // Digits only; a second Content-Length is refused even if equal (no guessing).
             std::uint64_t length = 0;
@@ -240,12 +353,21 @@ constexpr ParsedRequest parse_request(std::string_view head) noexcept {
             request.has_transfer_encoding = true;
         } else if (detail::equals_ignoring_case(name, "connection")) {
             detail::read_connection_options(value, connection);
+        } else if (detail::equals_ignoring_case(name, "expect")) {
+            detail::read_expectations(value, expectations);
         }
     }
     // HTTP/1.1 requires exactly one Host; both body framings at once is the smuggling classic.
     if (hosts > 1 || (hosts == 0 && request.minor_version >= 1) ||
         (has_content_length && request.has_transfer_encoding)) {
         return fail(Status::bad_request);
+    }
+    // HTTP/1.0 knows no expectations: a server must ignore them (RFC 9110 §10.1.1).
+    if (request.minor_version >= 1) {
+        if (expectations.unknown) {
+            return fail(Status::expectation_failed);
+        }
+        request.expects_continue = expectations.continue_first;
     }
     // HTTP/1.1 keeps the connection unless told to close; HTTP/1.0 closes unless told to keep it.
     request.keep_alive = !connection.close && (request.minor_version >= 1 || connection.keep_alive);

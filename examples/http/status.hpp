@@ -12,6 +12,8 @@ enum class Status : int {
     method_not_allowed = 405,
     request_timeout = 408,
     content_too_large = 413,
+    uri_too_long = 414,
+    expectation_failed = 417,
     header_fields_too_large = 431,
     not_implemented = 501,
     version_not_supported = 505,
@@ -32,6 +34,10 @@ constexpr std::string_view reason(Status status) noexcept {
         return "Request Timeout";
     case Status::content_too_large:
         return "Content Too Large";
+    case Status::uri_too_long:
+        return "URI Too Long";
+    case Status::expectation_failed:
+        return "Expectation Failed";
     case Status::header_fields_too_large:
         return "Request Header Fields Too Large";
     case Status::not_implemented:

@@ -29,10 +29,16 @@ inline void set_timeouts(int fd, std::chrono::milliseconds timeout) {
     REQUIRE(::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &value, sizeof value) == 0);
 }
 
-/// A blocking TCP connection to 127.0.0.1:port whose reads and writes give up after 5 s.
-inline UniqueFd connect_to(std::uint16_t port) {
+/// A blocking TCP connection to 127.0.0.1:port whose reads and writes give up after 5 s. A
+/// `receive_buffer` above 0 sets SO_RCVBUF before connecting (the window is agreed on then): a
+/// small one makes a slow reader, whose server soon finds its sends blocked.
+inline UniqueFd connect_to(std::uint16_t port, int receive_buffer = 0) {
     UniqueFd socket(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
     REQUIRE(socket.get() >= 0);
+    if (receive_buffer > 0) {
+        REQUIRE(::setsockopt(socket.get(), SOL_SOCKET, SO_RCVBUF, &receive_buffer,
+                             sizeof receive_buffer) == 0);
+    }
     sockaddr_in address{};
     address.sin_family = AF_INET;
     address.sin_port = htons(port);
