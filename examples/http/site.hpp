@@ -19,7 +19,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <fcntl.h>
-#include <linux/openat2.h>
+#if __has_include(<linux/openat2.h>)
+#include <linux/openat2.h> // struct open_how, RESOLVE_* (Linux 5.6); elsewhere: the O_NOFOLLOW walk
+#endif
 #include <optional>
 #include <span>
 #include <string>
