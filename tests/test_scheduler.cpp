@@ -1110,6 +1110,58 @@ TEST_CASE("Destroying a Scheduler kills newest first, slots reused or not", "[sc
     CHECK(log == Log{"newest destroyed", "second newest destroyed"});
 }
 
+namespace {
+Task<> sleep_noted(Log& log, std::string name) {
+    Noted noted(log, std::move(name));
+    co_await corio::Sleep{1h};
+}
+
+// Logs "<name> destroyed" when the last copy is destroyed: a parameter that notes the end of a
+// frame even if its task never ran.
+std::shared_ptr<void> note_on_destroy(Log& log, std::string name) {
+    return {nullptr, [&log, name = std::move(name)](void*) { log.push_back(name + " destroyed"); }};
+}
+
+Task<> sleep_holding(std::shared_ptr<void> note) {
+    co_await corio::Sleep{1h};
+    note.reset();
+}
+
+// Spawns a task when destroyed (as a task's RAII member might, say to log its end).
+class SpawnOnDestroy {
+public:
+    SpawnOnDestroy(Scheduler& kernel, Log& log) : kernel_(&kernel), log_(&log) {}
+    SpawnOnDestroy(const SpawnOnDestroy&) = delete;
+    SpawnOnDestroy& operator=(const SpawnOnDestroy&) = delete;
+    ~SpawnOnDestroy() {
+        kernel_->add_task(sleep_holding(note_on_destroy(*log_, "spawned by a destructor")));
+    }
+
+private:
+    Scheduler* kernel_;
+    Log* log_;
+};
+
+Task<> spawn_when_destroyed(Scheduler& kernel, Log& log) {
+    Noted noted(log, "spawner");
+    SpawnOnDestroy spawner(kernel, log);
+    co_await corio::Sleep{1h};
+}
+} // namespace
+
+TEST_CASE("Destroying a Scheduler kills a task that a destructor spawned before the older tasks",
+          "[scheduler]") {
+    FrameLeakCheck leaks;
+    Log log;
+    {
+        Scheduler kernel;
+        kernel.add_task(sleep_noted(log, "oldest"));
+        kernel.add_task(spawn_when_destroyed(kernel, log));
+        kernel.run_until_complete(yield_times(1));
+    }
+    CHECK(log == Log{"spawner destroyed", "spawned by a destructor destroyed", "oldest destroyed"});
+}
+
 TEST_CASE("An Event, Queue, Lock or Semaphore destroyed while tasks wait on it wakes them with "
           "std::logic_error",
           "[scheduler]") {

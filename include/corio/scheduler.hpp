@@ -47,6 +47,7 @@
 
 #include <fcntl.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <climits>
@@ -59,6 +60,7 @@
 #include <functional>
 #include <iostream>
 #include <memory>
+#include <new>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -128,7 +130,7 @@ struct TaskRecord : ListLinks {
     TaskState state = TaskState::free;
     bool kill_requested = false; // a task killed itself: it dies when it next suspends
     bool interrupted = false;    // a scope of its own is `interrupting` (see throw_if_interrupted)
-    bool abandoned = false; // the WaitQueue it was parked in was destroyed (see ~WaitQueue)
+    bool abandoned = false;      // the WaitQueue it was parked in was destroyed (see ~WaitQueue)
     std::coroutine_handle<Promise<void>> root;
     std::coroutine_handle<> resume_point; // the innermost suspended frame of the task
     TaskWait wait;
@@ -256,8 +258,12 @@ public:
     /// before the parent's frame (and the Event) is destroyed. Tasks spawned by the destructors
     /// that run are newer still, and die next.
     ~Scheduler() {
-        while (task_count_ > 0) {
-            kill_now(*newest_task());
+        try {
+            kill_all_newest_first();
+        } catch (const std::bad_alloc&) { // no memory for its heap: the slow way below
+        }
+        while (detail::TaskRecord* newest = newest_task()) { // a search per task
+            kill_now(*newest);
         }
         if (pool_) {
             pool_->shutdown(); // the last jobs deliver into the inbox, which is still here
@@ -559,18 +565,6 @@ public:
     /// Wakes every task in `queue`, in order.
     void wake_all(WaitQueue& queue) noexcept { wake_all(queue.tasks_); }
 
-    /// Wakes every task in `queue`, in order, with a std::logic_error thrown from the system call
-    /// it waits in: what it waited for is gone. ~WaitQueue calls it for the tasks left in it.
-    void abandon_waiters(WaitQueue& queue) noexcept {
-        while (detail::ListLinks* links = queue.tasks_.front()) {
-            auto& record = static_cast<detail::TaskRecord&>(*links);
-            detach(record);
-            record.abandoned = true;
-            record.interrupted = true; // so that throw_if_interrupted looks
-            make_ready(record);
-        }
-    }
-
     /// Queues `job` on the thread pool for the calling task (run_in_thread uses it): the task is
     /// counted as waiting for the pool until pool_job_ended(). The job comes back through
     /// deliver() and wakes the task with unpark().
@@ -676,6 +670,20 @@ public:
     }
 
 private:
+    friend class WaitQueue;
+
+    // Wakes every task in `queue`, in order, with a std::logic_error thrown from the system call
+    // it waits in: what it waited for is gone. ~WaitQueue calls it for the tasks left in it.
+    void abandon_waiters(WaitQueue& queue) noexcept {
+        while (detail::ListLinks* links = queue.tasks_.front()) {
+            auto& record = static_cast<detail::TaskRecord&>(*links);
+            detach(record);
+            record.abandoned = true;
+            record.interrupted = true; // so that throw_if_interrupted looks
+            make_ready(record);
+        }
+    }
+
     // What post() queues.
     template <class Callable>
     class Posted final : public detail::InboxItem {
@@ -861,8 +869,36 @@ private:
         }
     }
 
-    // The live task with the highest serial number (the Scheduler's destructor kills it next).
-    // A linear search per kill, so teardown is quadratic in the tasks left; it runs once.
+    // Kills every task, newest first (see ~Scheduler): the tasks alive are in a max-heap by serial
+    // number, which the tasks that destructors spawn meanwhile join.
+    void kill_all_newest_first() {
+        std::vector<std::pair<std::uint64_t, detail::TaskRecord*>> newest_on_top;
+        std::uint64_t taken_in = 0; // every task up to this serial number is in the heap, or gone
+        const auto take_in_newer = [&] {
+            for (detail::TaskRecord& record : records_) {
+                if (record.serial > taken_in && record.state != detail::TaskState::dying) {
+                    newest_on_top.emplace_back(record.serial, &record);
+                    std::push_heap(newest_on_top.begin(), newest_on_top.end());
+                }
+            }
+            taken_in = last_serial_;
+        };
+        take_in_newer();
+        while (!newest_on_top.empty()) {
+            std::pop_heap(newest_on_top.begin(), newest_on_top.end());
+            const auto [serial, record] = newest_on_top.back();
+            newest_on_top.pop_back();
+            if (record->serial == serial && record->state != detail::TaskState::dying) {
+                kill_now(*record); // its destructors may kill others, or spawn
+                if (last_serial_ != taken_in) {
+                    take_in_newer();
+                }
+            }
+        }
+    }
+
+    // The live task with the highest serial number, or null: one search per kill, for when
+    // kill_all_newest_first had no memory for its heap.
     detail::TaskRecord* newest_task() noexcept {
         detail::TaskRecord* newest = nullptr;
         for (detail::TaskRecord& record : records_) {
