@@ -1090,7 +1090,7 @@ TEST_CASE("A deadline that has passed ends a yield: Yield, a zero or negative Sl
     require_empty(kernel);
 }
 
-TEST_CASE("A zero timeout_after ends a Yield; a yield loop ends at the first yield past the "
+TEST_CASE("A zero timeout_after ends a Yield, and a yield loop ends at the first yield past the "
           "deadline",
           "[timeout]") {
     FrameLeakCheck leaks;
