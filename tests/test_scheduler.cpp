@@ -15,6 +15,11 @@
 #include <corio/scheduler.hpp>
 #include <corio/syscalls.hpp>
 
+#include <corio/event.hpp>
+#include <corio/lock.hpp>
+#include <corio/queue.hpp>
+#include <corio/semaphore.hpp>
+
 #include "support/catch.hpp"
 #include "support/counted.hpp"
 #include "support/fd.hpp"
@@ -518,8 +523,9 @@ TEST_CASE("Destroying a Scheduler copes with destructors that kill and spawn tas
     TaskId victim;
     {
         Scheduler kernel;
-        kernel.add_task(with_on_destroy(kernel, victim, kill_result, spawned_woke));
+        // The victim is the older task: the newer one (whose destructor kills it) dies first.
         victim = kernel.add_task(hold_while_sleeping(Counted(1), 1h, victim_woke));
+        kernel.add_task(with_on_destroy(kernel, victim, kill_result, spawned_woke));
         kernel.add_task(stop_now(kernel));
         kernel.run();
         CHECK(kernel.task_count() == 2);
@@ -979,4 +985,272 @@ TEST_CASE("Sleep lasts at least its duration, including sub-millisecond parts", 
     CHECK(Clock::now() - start >= total);
     CHECK(Clock::now() - start < 30s);
     require_empty(kernel);
+}
+
+// ---- teardown order, primitives destroyed with waiters, destructors that throw (issue 10) --------
+
+namespace {
+// Each child waits on a primitive in its parent's frame; it logs how the wait ended, and logs its
+// own destruction.
+Task<> wait_on_event(corio::Event& event, Log& log) {
+    Noted noted(log, "event waiter");
+    try {
+        co_await event.wait();
+        log.emplace_back("event waiter woke");
+    } catch (const std::logic_error&) {
+        log.emplace_back("event waiter: logic_error");
+    }
+}
+
+Task<> get_from(corio::Queue<int>& queue, Log& log) {
+    Noted noted(log, "getter");
+    try {
+        log.push_back("getter got " + std::to_string(co_await queue.get()));
+    } catch (const std::logic_error&) {
+        log.emplace_back("getter: logic_error");
+    }
+}
+
+Task<> put_into(corio::Queue<int>& queue, Log& log) {
+    Noted noted(log, "putter");
+    try {
+        co_await queue.put(2);
+        log.emplace_back("putter put");
+    } catch (const std::logic_error&) {
+        log.emplace_back("putter: logic_error");
+    }
+}
+
+Task<> acquire_lock(corio::Lock& lock, Log& log) {
+    Noted noted(log, "lock waiter");
+    try {
+        const corio::Lock::Guard guard = co_await lock.acquire();
+        log.emplace_back("lock waiter got the lock");
+    } catch (const std::logic_error&) {
+        log.emplace_back("lock waiter: logic_error");
+    }
+}
+
+Task<> acquire_permit(corio::Semaphore& semaphore, Log& log) {
+    Noted noted(log, "permit waiter");
+    try {
+        co_await semaphore.acquire();
+        log.emplace_back("permit waiter got a permit");
+    } catch (const std::logic_error&) {
+        log.emplace_back("permit waiter: logic_error");
+    }
+}
+
+// Owns an Event, two Queues, a Lock (held) and a Semaphore in its frame, spawns a child that waits
+// on each, and sleeps.
+Task<> parent_of_waiters(Log& log) {
+    Noted noted(log, "parent");
+    corio::Event event;
+    corio::Queue<int> empty_queue;
+    corio::Queue<int> full_queue(1);
+    full_queue.try_put(1);
+    corio::Lock lock;
+    corio::Semaphore semaphore(0);
+    const corio::Lock::Guard held = co_await lock.acquire();
+    co_await corio::NewTask{wait_on_event(event, log)};
+    co_await corio::NewTask{get_from(empty_queue, log)};
+    co_await corio::NewTask{put_into(full_queue, log)};
+    co_await corio::NewTask{acquire_lock(lock, log)};
+    co_await corio::NewTask{acquire_permit(semaphore, log)};
+    co_await corio::Sleep{1h};
+}
+
+Task<> kill_after_yields(Scheduler& kernel, const TaskId& victim, int yields) {
+    co_await yield_times(yields);
+    kernel.kill(victim);
+}
+
+Log sorted(Log log) {
+    std::sort(log.begin(), log.end());
+    return log;
+}
+} // namespace
+
+TEST_CASE("Destroying a Scheduler kills children before parents: waiters on a parent's Event, "
+          "Queue, Lock and Semaphore die first",
+          "[scheduler]") {
+    FrameLeakCheck leaks;
+    Log log;
+    {
+        Scheduler kernel;
+        kernel.add_task(parent_of_waiters(log));
+        kernel.run_until_complete(yield_times(3)); // every child waits now
+        CHECK(kernel.task_count() == 6);
+        CHECK(log.empty());
+    }
+    REQUIRE(log.size() == 6);
+    CHECK(log.back() == "parent destroyed"); // after its five children, without waking them
+    CHECK(sorted(Log(log.begin(), log.end() - 1)) ==
+          Log{"event waiter destroyed", "getter destroyed", "lock waiter destroyed",
+              "permit waiter destroyed", "putter destroyed"});
+}
+
+TEST_CASE("Destroying a Scheduler kills newest first, slots reused or not", "[scheduler]") {
+    FrameLeakCheck leaks;
+    Log log;
+    {
+        Scheduler kernel;
+        // Slot 0 is used and freed first: the newest task takes it, the oldest sits in slot 1.
+        kernel.run_until_complete(yield_times(0));
+        kernel.add_task([](Log& into) -> Task<> {
+            Noted noted(into, "second newest");
+            co_await corio::Sleep{1h};
+        }(log));
+        kernel.add_task([](Log& into) -> Task<> {
+            Noted noted(into, "newest");
+            co_await corio::Sleep{1h};
+        }(log));
+        kernel.run_until_complete(yield_times(1));
+    }
+    CHECK(log == Log{"newest destroyed", "second newest destroyed"});
+}
+
+namespace {
+Task<> sleep_noted(Log& log, std::string name) {
+    Noted noted(log, std::move(name));
+    co_await corio::Sleep{1h};
+}
+
+// Logs "<name> destroyed" when the last copy is destroyed: a parameter that notes the end of a
+// frame even if its task never ran.
+std::shared_ptr<void> note_on_destroy(Log& log, std::string name) {
+    return {nullptr, [&log, name = std::move(name)](void*) { log.push_back(name + " destroyed"); }};
+}
+
+Task<> sleep_holding(std::shared_ptr<void> note) {
+    co_await corio::Sleep{1h};
+    note.reset();
+}
+
+// Spawns a task when destroyed (as a task's RAII member might, say to log its end).
+class SpawnOnDestroy {
+public:
+    SpawnOnDestroy(Scheduler& kernel, Log& log) : kernel_(&kernel), log_(&log) {}
+    SpawnOnDestroy(const SpawnOnDestroy&) = delete;
+    SpawnOnDestroy& operator=(const SpawnOnDestroy&) = delete;
+    ~SpawnOnDestroy() {
+        kernel_->add_task(sleep_holding(note_on_destroy(*log_, "spawned by a destructor")));
+    }
+
+private:
+    Scheduler* kernel_;
+    Log* log_;
+};
+
+Task<> spawn_when_destroyed(Scheduler& kernel, Log& log) {
+    Noted noted(log, "spawner");
+    SpawnOnDestroy spawner(kernel, log);
+    co_await corio::Sleep{1h};
+}
+} // namespace
+
+TEST_CASE("Destroying a Scheduler kills a task that a destructor spawned before the older tasks",
+          "[scheduler]") {
+    FrameLeakCheck leaks;
+    Log log;
+    {
+        Scheduler kernel;
+        kernel.add_task(sleep_noted(log, "oldest"));
+        kernel.add_task(spawn_when_destroyed(kernel, log));
+        kernel.run_until_complete(yield_times(1));
+    }
+    CHECK(log == Log{"spawner destroyed", "spawned by a destructor destroyed", "oldest destroyed"});
+}
+
+TEST_CASE("An Event, Queue, Lock or Semaphore destroyed while tasks wait on it wakes them with "
+          "std::logic_error",
+          "[scheduler]") {
+    FrameLeakCheck leaks;
+    Scheduler kernel;
+    Log reports;
+    record_reports(kernel, reports);
+    Log log;
+    const TaskId parent = kernel.add_task(parent_of_waiters(log));
+    kernel.add_task(kill_after_yields(kernel, parent, 3)); // once every child waits
+    kernel.run();
+    REQUIRE(log.size() == 11);
+    CHECK(log.front() == "parent destroyed"); // killed first; its children then woke
+    CHECK(sorted(Log(log.begin() + 1, log.end())) ==
+          Log{"event waiter destroyed", "event waiter: logic_error", "getter destroyed",
+              "getter: logic_error", "lock waiter destroyed", "lock waiter: logic_error",
+              "permit waiter destroyed", "permit waiter: logic_error", "putter destroyed",
+              "putter: logic_error"});
+    CHECK(reports.empty());
+    require_empty(kernel);
+}
+
+namespace {
+// Throws from its destructor, as a noexcept(false) destructor may.
+class ThrowOnDestroy {
+public:
+    explicit ThrowOnDestroy(std::string message) : message_(std::move(message)) {}
+    ThrowOnDestroy(const ThrowOnDestroy&) = delete;
+    ThrowOnDestroy& operator=(const ThrowOnDestroy&) = delete;
+    ~ThrowOnDestroy() noexcept(false) { throw TestError(message_); }
+
+private:
+    std::string message_;
+};
+
+Task<> sleep_with_throwing_local(Counted held) {
+    ThrowOnDestroy thrower("destructor of a killed task");
+    co_await corio::Sleep{1h};
+    (void)held;
+}
+
+Task<int> child_with_throwing_local() {
+    Counted inner(2);
+    ThrowOnDestroy thrower("destructor of an awaited child");
+    co_await corio::Sleep{1h};
+    co_return 1;
+}
+
+Task<> await_child_with_throwing_local(Counted held, bool& resumed) {
+    ThrowOnDestroy thrower("destructor of its parent");
+    (void)co_await child_with_throwing_local();
+    resumed = held.value() != 0;
+}
+} // namespace
+
+TEST_CASE("An exception thrown by a destructor while a task is killed is reported, the loop goes "
+          "on",
+          "[scheduler]") {
+    FrameLeakCheck leaks;
+    Counted::reset_counts();
+    std::vector<Report> reports;
+    {
+        Scheduler kernel;
+        collect_reports(kernel, reports);
+        std::vector<int> log;
+        const TaskId sleeper = kernel.add_task(sleep_with_throwing_local(Counted(1)));
+        bool resumed = false;
+        const TaskId parent = kernel.add_task(await_child_with_throwing_local(Counted(3), resumed));
+        kernel.add_task(kill_after_yields(kernel, sleeper, 1));
+        kernel.add_task(kill_after_yields(kernel, parent, 2));
+        kernel.add_task(record_rounds(log, 1, 5));
+        kernel.run();
+        CHECK(log.size() == 5); // the loop went on
+        CHECK_FALSE(resumed);   // the parent was destroyed, never resumed by its dying child
+        REQUIRE(reports.size() == 3);
+        CHECK(reports[0].id == sleeper);
+        CHECK(reports[0].what == "destructor of a killed task");
+        CHECK(reports[1].id == parent); // innermost frame first
+        CHECK(reports[1].what == "destructor of an awaited child");
+        CHECK(reports[2].id == parent);
+        CHECK(reports[2].what == "destructor of its parent");
+        CHECK(Counted::alive() == 0);
+        require_empty(kernel);
+
+        reports.clear();
+        kernel.add_task(sleep_with_throwing_local(Counted(4)));
+        kernel.run_until_complete(yield_times(1));
+    } // and when the Scheduler's destructor kills it
+    REQUIRE(reports.size() == 1);
+    CHECK(reports[0].what == "destructor of a killed task");
+    CHECK(Counted::alive() == 0);
 }

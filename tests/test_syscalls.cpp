@@ -3,6 +3,7 @@
 #include <array>
 #include <cerrno>
 #include <chrono>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -953,6 +954,41 @@ TEST_CASE("Sleep of an enormous duration does not wake at once", "[syscalls]") {
     SECTION("100 years (fits: the control case)") {
         check_enormous_sleep_does_not_wake(std::chrono::hours(24 * 365 * 100));
     }
+}
+
+namespace {
+// Sleeps for a duration given as a double count of seconds, and says whether it threw
+// std::invalid_argument.
+Task<bool> sleep_rejected(double seconds) {
+    try {
+        co_await corio::Sleep{std::chrono::duration<double>(seconds)};
+    } catch (const std::invalid_argument&) {
+        co_return true;
+    }
+    co_return false;
+}
+} // namespace
+
+// Converting NaN or infinity to the clock's integer count is undefined behaviour (UBSan saw it).
+TEST_CASE("Sleep rejects a NaN or infinite duration with std::invalid_argument", "[syscalls]") {
+    FrameLeakCheck leaks;
+    CHECK_THROWS_AS(corio::Sleep{std::chrono::duration<double>(std::numeric_limits<double>::quiet_NaN())},
+                    std::invalid_argument);
+    CHECK_THROWS_AS(corio::Sleep{std::chrono::duration<double>(std::numeric_limits<double>::infinity())},
+                    std::invalid_argument);
+    using FloatMilliseconds = std::chrono::duration<float, std::milli>;
+    using LongDoubleMicroseconds = std::chrono::duration<long double, std::micro>;
+    CHECK_THROWS_AS(corio::Sleep{FloatMilliseconds(-std::numeric_limits<float>::infinity())},
+                    std::invalid_argument);
+    CHECK_THROWS_AS(
+        corio::Sleep{LongDoubleMicroseconds(std::numeric_limits<long double>::quiet_NaN())},
+        std::invalid_argument);
+    // Inside a task, the exception comes out of the co_await's expression; the loop goes on.
+    Scheduler kernel;
+    CHECK(kernel.run_until_complete(sleep_rejected(std::numeric_limits<double>::quiet_NaN())));
+    CHECK_FALSE(kernel.run_until_complete(sleep_rejected(0.001))); // a finite one sleeps
+    CHECK_FALSE(kernel.run_until_complete(sleep_rejected(-1.5)));  // a negative one yields
+    require_empty(kernel);
 }
 
 namespace {

@@ -467,6 +467,34 @@ TEST_CASE("co_await on an empty Task throws std::logic_error", "[task]") {
     require_empty(kernel);
 }
 
+namespace {
+// Awaits a Task that another task may be awaiting too; logs what it got or what it caught.
+Task<> await_shared(Task<int>& shared, Log& log, std::string name) {
+    try {
+        const int value = co_await shared;
+        log.push_back(name + " got " + std::to_string(value));
+    } catch (const std::logic_error& e) {
+        log.push_back(name + " caught: " + e.what());
+    }
+}
+} // namespace
+
+TEST_CASE("A second task awaiting a Task that another one awaits gets std::logic_error", "[task]") {
+    FrameLeakCheck leaks;
+    corio::Scheduler kernel;
+    Log log;
+    Task<int> shared = value_after(10ms, 7); // suspends in its Sleep while the first awaits it
+    kernel.add_task(await_shared(shared, log, "first"));
+    kernel.add_task(await_shared(shared, log, "second"));
+    kernel.run();
+    CHECK(log == Log{"second caught: corio: a Task is awaited by two tasks at once", "first got 7"});
+    // Once it has finished, awaiting it again gives its value again.
+    kernel.add_task(await_shared(shared, log, "third"));
+    kernel.run();
+    CHECK(log.back() == "third got 7");
+    require_empty(kernel);
+}
+
 // ---- stack depth --------------------------------------------------------------------------------
 
 namespace {

@@ -7,11 +7,13 @@
 // with TimeoutError (no virtual time passes); an operation that completes without ever waiting
 // gives its value. The deadline is only acted on by the loop, after the selector's look: a wait
 // woken by I/O in the same loop iteration in which its deadline passes gets its I/O, even with a
-// deadline in the past when the data is already there (and a zero Sleep, which is a Yield, is
-// woken before a zero deadline expires). Each of these is tested below.
+// deadline in the past when the data is already there. A yield is a wait too (Yield, a zero
+// Sleep, a SleepUntil of a past time): a deadline that has passed ends it, even one the loop has
+// not looked at yet. Each of these is tested below.
 #include <chrono>
 #include <cstddef>
 #include <exception>
+#include <limits>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -61,19 +63,6 @@ Task<int> read_byte(int fd) {
     const ssize_t count = ::recv(fd, &byte, 1, 0);
     co_return count == 1 ? static_cast<int>(byte) : -1;
 }
-
-// Appends `name` to a log when destroyed: shows when (and in which order) frames unwind.
-class Noted {
-public:
-    Noted(Log& log, std::string name) : log_(&log), name_(std::move(name)) {}
-    Noted(const Noted&) = delete;
-    Noted& operator=(const Noted&) = delete;
-    ~Noted() { log_->push_back(name_ + " destroyed"); }
-
-private:
-    Log* log_;
-    std::string name_;
-};
 
 void write_byte(int fd, char byte) {
     corio::test::write_all(fd, &byte, 1);
@@ -665,8 +654,8 @@ Task<> work_then_sleep(VirtualClock& clock, Log& log) {
     log.emplace_back("slept");
 }
 
-// The deadline passes while the task is ready (it yielded): the Yield is not taken back; the
-// wait after it ends at once.
+// The deadline has passed when the task yields (the loop has not looked at its timer yet): a
+// yield waits for nothing, so the deadline ends it like any wait.
 Task<> work_then_yield_then_sleep(VirtualClock& clock, Log& log) {
     clock.advance(25ms);
     co_await corio::Yield{}; // the deadline expires while this task is in the ready queue
@@ -697,10 +686,10 @@ TEST_CASE("A deadline that passes during CPU work ends the next wait at once", "
         kernel.run_until_complete(with_10ms_deadline(clock, run, work_then_sleep(clock, run.log)));
         CHECK(run.log == Log{"work done", "timed out"});
     }
-    SECTION("the task yields first: the Yield completes, the wait after it times out") {
+    SECTION("the task yields first: the Yield times out") {
         kernel.run_until_complete(
             with_10ms_deadline(clock, run, work_then_yield_then_sleep(clock, run.log)));
-        CHECK(run.log == Log{"yield returned", "timed out"});
+        CHECK(run.log == Log{"timed out"});
     }
     CHECK(run.caught_at == 25ms); // no more virtual time passed after the work
     require_empty(kernel);
@@ -937,13 +926,12 @@ TEST_CASE("Many timeouts in a row leave no timer and no frame behind", "[timeout
     int values = 0;
     kernel.run_until_complete(many_scopes_in_a_row(kernel, timeouts, values));
     // A timeout when the deadline comes first, or at the same time as the Sleep's (the scope's
-    // deadline was armed first). A zero Sleep is a Yield: it is woken before a zero deadline is
-    // expired, so it completes.
+    // deadline was armed first). A zero Sleep is a Yield, which a zero deadline ends too.
     int expected_timeouts = 0;
     for (int i = 0; i < 200; ++i) {
         const int deadline = i % 7;
         const int sleep = i % 5;
-        expected_timeouts += deadline < sleep || (deadline == sleep && deadline > 0) ? 1 : 0;
+        expected_timeouts += deadline <= sleep ? 1 : 0;
     }
     CHECK(timeouts == expected_timeouts);
     CHECK(values == 200 - expected_timeouts);
@@ -1052,4 +1040,89 @@ TEST_CASE("An inner handler for TimeoutError cannot defeat an outer deadline", "
     kernel.run_until_complete(outer_deadline_defeated(kernel, log));
     CHECK(log.back() == "outer timed out at 10 ms");
     require_empty(kernel);
+}
+
+// ---- a yield is a wait (issue 10) ---------------------------------------------------------------
+
+namespace {
+// Awaits `operation` under a deadline that has already passed; gives whether it timed out, and
+// logs "went on" if the operation returned.
+template <class Awaitable>
+Task<bool> under_past_deadline(Scheduler& kernel, Awaitable operation, Log& log) {
+    try {
+        co_await corio::timeout_at(kernel.now() - 1ms, std::move(operation));
+        log.emplace_back("went on");
+        co_return false;
+    } catch (const TimeoutError&) {
+        co_return true;
+    }
+}
+
+// Yields in a loop (bounded) while the clock moves on; gives how many yields returned.
+Task<int> yield_loop(VirtualClock& clock, int& returned) {
+    for (int i = 0; i < 100; ++i) {
+        clock.advance(1ms);
+        co_await corio::Yield{};
+        ++returned;
+    }
+    co_return returned;
+}
+} // namespace
+
+TEST_CASE("A deadline that has passed ends a yield: Yield, a zero or negative Sleep, a SleepUntil "
+          "of a past time",
+          "[timeout]") {
+    FrameLeakCheck leaks;
+    VirtualClock clock;
+    Scheduler kernel(clock);
+    Log log;
+    const auto start = kernel.now();
+    CHECK(kernel.run_until_complete(under_past_deadline(kernel, corio::Yield{}, log)));
+    CHECK(kernel.run_until_complete(under_past_deadline(kernel, corio::Sleep{0ms}, log)));
+    CHECK(kernel.run_until_complete(under_past_deadline(kernel, corio::Sleep{-5ms}, log)));
+    CHECK(kernel.run_until_complete(
+        under_past_deadline(kernel, corio::SleepUntil{kernel.now() - 1h}, log)));
+    CHECK(kernel.run_until_complete(under_past_deadline(kernel, sleep_for(0ms), log)));
+    // A call that need not wait still completes under a passed deadline.
+    CHECK_FALSE(kernel.run_until_complete(under_past_deadline(kernel, corio::GetTid{}, log)));
+    CHECK(log == Log{"went on"});
+    CHECK(kernel.now() == start); // each ended at once
+    require_empty(kernel);
+}
+
+TEST_CASE("A zero timeout_after ends a Yield, and a yield loop ends at the first yield past the "
+          "deadline",
+          "[timeout]") {
+    FrameLeakCheck leaks;
+    VirtualClock clock;
+    Scheduler kernel(clock);
+    Log log;
+    const std::optional<int> zero = kernel.run_until_complete([]() -> Task<std::optional<int>> {
+        const bool done = co_await corio::ignore_after(0ms, corio::Yield{});
+        co_return done ? std::optional<int>(1) : std::nullopt;
+    }());
+    CHECK_FALSE(zero.has_value());
+    int returned = 0;
+    const std::optional<int> looped =
+        kernel.run_until_complete(corio::ignore_after(10ms, yield_loop(clock, returned)));
+    CHECK_FALSE(looped.has_value());
+    CHECK(returned == 9); // the yield made 10 ms after the start is the one that ends
+    require_empty(kernel);
+}
+
+TEST_CASE("timeout_after and ignore_after reject a NaN or infinite delay with "
+          "std::invalid_argument",
+          "[timeout]") {
+    FrameLeakCheck leaks;
+    const std::chrono::duration<double> nan(std::numeric_limits<double>::quiet_NaN());
+    const std::chrono::duration<double> inf(std::numeric_limits<double>::infinity());
+    CHECK_THROWS_AS(corio::timeout_after(nan, corio::Yield{}), std::invalid_argument);
+    CHECK_THROWS_AS(corio::timeout_after(-inf, corio::Yield{}), std::invalid_argument);
+    CHECK_THROWS_AS(corio::ignore_after(inf, corio::Yield{}), std::invalid_argument);
+    CHECK_THROWS_AS(corio::ignore_after(std::chrono::duration<float, std::milli>(
+                                            std::numeric_limits<float>::quiet_NaN()),
+                                        corio::Yield{}),
+                    std::invalid_argument);
+    // Finite floating delays are fine.
+    CHECK_NOTHROW(corio::ignore_after(std::chrono::duration<double>(0.5), corio::Yield{}));
 }

@@ -11,14 +11,14 @@
 // before it runs (it was woken, and a woken task is never sent back to wait).
 //
 // An Event belongs to the tasks of one Scheduler (single-threaded: no atomics, no locks). It learns
-// its Scheduler from the first task that waits. It must outlive its waiters: destroy it only when
-// no task waits on it (declare it before the Scheduler, or let the waiters end first).
+// its Scheduler from the first task that waits. Destroyed while tasks wait on it (it lived in the
+// frame of a task that was killed), it wakes them with a std::logic_error, thrown from their
+// `co_await event.wait()` (see WaitQueue).
 #pragma once
 
 #include "corio/scheduler.hpp"
 #include "corio/system_call.hpp"
 
-#include <cassert>
 #include <stdexcept>
 
 namespace corio {
@@ -30,7 +30,7 @@ public:
     class [[nodiscard]] Wait {
     public:
         /// Waits on `event`, which must outlive the wait.
-        explicit Wait(Event& event) noexcept : event_(&event) {}
+        [[nodiscard]] explicit Wait(Event& event) noexcept : event_(&event) {}
 
         /// Kernel side (see SystemCall): continues at once if the flag is set, else parks the
         /// caller in the Event's queue. Throws std::logic_error if tasks of another Scheduler
@@ -54,7 +54,8 @@ public:
     Event() = default;
     Event(const Event&) = delete;
     Event& operator=(const Event&) = delete;
-    ~Event() { assert(waiters_.empty() && "corio: an Event was destroyed while tasks wait on it"); }
+    /// Tasks still waiting wake with std::logic_error (see the top of this file).
+    ~Event() = default;
 
     /// `co_await event.wait()` suspends the calling task until the flag is set; returns at once
     /// if it is set already.

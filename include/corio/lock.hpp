@@ -21,8 +21,11 @@
 // never interrupted by a deadline (see timeout.hpp), so a hand-off is never lost to a timeout.
 //
 // A Lock belongs to the tasks of one Scheduler (single-threaded: no atomics); it learns which from
-// the first task that waits. It must outlive its waiters and its Guards: destroy it only unlocked,
-// with no task waiting (declare it before the Scheduler, or let the tasks that use it end first).
+// the first task that waits. Destroyed while tasks wait on it (or while it is handed to one that
+// has not run yet: its owner was killed and released it), it wakes them with a std::logic_error
+// thrown from their `co_await lock.acquire()` (see WaitQueue). It must outlive its
+// Guards: destroy it only unlocked (declare it before the Scheduler, or in the task that spawns
+// the tasks that use it: the Scheduler destroys children before their parents).
 #pragma once
 
 #include "corio/scheduler.hpp"
@@ -81,7 +84,7 @@ public:
     class [[nodiscard]] Acquire {
     public:
         /// Acquires `lock`, which must outlive the wait.
-        explicit Acquire(Lock& lock) noexcept : lock_(&lock) {}
+        [[nodiscard]] explicit Acquire(Lock& lock) noexcept : lock_(&lock) {}
         /// Movable only as a co_await operand is (GCC moves it into the frame); never once awaited.
         Acquire(Acquire&& other) noexcept
             : lock_(other.lock_), granted_(std::exchange(other.granted_, false)) {}
@@ -90,6 +93,7 @@ public:
         Acquire& operator=(Acquire&&) = delete;
         ~Acquire() {
             if (granted_) { // handed the lock, never took it: the task was killed
+                lock_->handed_to_ = nullptr;
                 lock_->release();
             }
         }
@@ -106,15 +110,22 @@ public:
             kernel.wait_in(lock_->waiters_, this); // release() sets granted_, then wakes us
             return true;
         }
-        /// The Guard that holds the lock for the caller.
-        Guard result() noexcept {
+        /// The Guard that holds the lock for the caller. Throws std::logic_error if the Lock was
+        /// destroyed after it was handed to the caller, before the caller ran.
+        Guard result() {
+            if (lock_ == nullptr) {
+                throw std::logic_error("corio: the Lock this task waited on was destroyed");
+            }
+            if (granted_ && lock_->handed_to_ == this) {
+                lock_->handed_to_ = nullptr;
+            }
             granted_ = false;
             return Guard(*lock_);
         }
 
     private:
         friend class Lock;
-        Lock* lock_;
+        Lock* lock_; // null: the Lock was destroyed while handed to us
         bool granted_ = false; // the lock is ours, from the hand-off until result()
     };
 
@@ -123,8 +134,12 @@ public:
     Lock(const Lock&) = delete;
     Lock& operator=(const Lock&) = delete;
     ~Lock() {
-        assert(waiters_.empty() && "corio: a Lock was destroyed while tasks wait on it");
-        assert(!locked_ && "corio: a Lock was destroyed while held");
+        if (handed_to_ != nullptr) { // its task has not run yet: it gets an error instead
+            handed_to_->lock_ = nullptr;
+            handed_to_->granted_ = false;
+            locked_ = false;
+        }
+        assert(!locked_ && "corio: a Lock was destroyed while held"); // waiters: see the top
     }
 
     /// `co_await lock.acquire()` suspends until the calling task owns the lock (after the tasks
@@ -159,11 +174,13 @@ private:
             locked_ = false;
             return;
         }
-        static_cast<Acquire*>(kernel_->wake_one(waiters_))->granted_ = true; // stays locked
+        handed_to_ = static_cast<Acquire*>(kernel_->wake_one(waiters_)); // stays locked
+        handed_to_->granted_ = true;
     }
 
     WaitQueue waiters_; // cookie: their Acquire
     Scheduler* kernel_ = nullptr; // the Scheduler of the waiters
+    Acquire* handed_to_ = nullptr; // woken as the owner, not run yet (see ~Lock)
     bool locked_ = false;
 };
 

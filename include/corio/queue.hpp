@@ -38,9 +38,10 @@
 // failed half-way would lose it.
 //
 // A Queue belongs to the tasks of one Scheduler (single-threaded: no atomics, no locks); it learns
-// which from the first task that waits. It must outlive its waiters and the getters it handed
-// values to: destroy it only when no task waits on it (declare it before the Scheduler, or let the
-// tasks that use it end first).
+// which from the first task that waits. Destroyed while tasks wait to get or put, it wakes them
+// with a std::logic_error thrown from their `co_await` (see WaitQueue; a putter's value is
+// destroyed with it). It must outlive the getters it handed values to (destroy it when the tasks
+// that use it have ended: declare it before the Scheduler, or in the task that spawns them).
 #pragma once
 
 #include "corio/detail/ring_buffer.hpp"
@@ -75,7 +76,7 @@ public:
     class [[nodiscard]] Put {
     public:
         /// Puts `value` into `queue`, which must outlive the wait.
-        Put(Queue& queue, T value) noexcept : queue_(&queue), value_(std::move(value)) {}
+        [[nodiscard]] Put(Queue& queue, T value) noexcept : queue_(&queue), value_(std::move(value)) {}
 
         /// Kernel side (see SystemCall): hands the value over at once if a getter waits or the
         /// queue has room, else parks the caller among the putters. Throws std::logic_error if
@@ -104,7 +105,7 @@ public:
     class [[nodiscard]] Get {
     public:
         /// Gets from `queue`, which must outlive the wait.
-        explicit Get(Queue& queue) noexcept : queue_(&queue) {}
+        [[nodiscard]] explicit Get(Queue& queue) noexcept : queue_(&queue) {}
         /// Movable only as a co_await operand is (GCC moves it into the frame); never once awaited.
         Get(Get&& other) noexcept : queue_(other.queue_), value_(std::move(other.value_)) {
             other.value_.reset();
@@ -151,8 +152,8 @@ public:
     Queue(const Queue&) = delete;
     Queue& operator=(const Queue&) = delete;
     ~Queue() {
-        assert(getters_.empty() && putters_.empty() && held_ == 0 &&
-               "corio: a Queue was destroyed while tasks wait on it");
+        // Waiters are woken with an error (see the top of this file); a held value cannot be.
+        assert(held_ == 0 && "corio: a Queue was destroyed while a getter held its value");
     }
 
     /// `co_await queue.put(value)` adds `value` at the back: hands it straight to the

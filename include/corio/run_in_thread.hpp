@@ -147,7 +147,7 @@ public:
     using Result = typename Job::Result;
 
     template <class GivenFn, class... GivenArgs>
-    explicit RunInThread(GivenFn&& fn, GivenArgs&&... args)
+    [[nodiscard]] explicit RunInThread(GivenFn&& fn, GivenArgs&&... args)
         : job_(new Job(std::forward<GivenFn>(fn), std::forward<GivenArgs>(args)...)) {}
     RunInThread(RunInThread&& other) noexcept : job_(std::exchange(other.job_, nullptr)) {}
     RunInThread& operator=(RunInThread&&) = delete;
@@ -178,7 +178,7 @@ private:
 /// its result or rethrows its exception (see the top of this file).
 template <class Fn, class... Args>
     requires std::is_invocable_v<std::decay_t<Fn>, std::decay_t<Args>...>
-RunInThread<std::decay_t<Fn>, std::decay_t<Args>...> run_in_thread(Fn&& fn, Args&&... args) {
+[[nodiscard]] RunInThread<std::decay_t<Fn>, std::decay_t<Args>...> run_in_thread(Fn&& fn, Args&&... args) {
     return RunInThread<std::decay_t<Fn>, std::decay_t<Args>...>(std::forward<Fn>(fn),
                                                                  std::forward<Args>(args)...);
 }

@@ -47,9 +47,11 @@
 
 #include <fcntl.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <climits>
+#include <cmath>
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
@@ -58,6 +60,7 @@
 #include <functional>
 #include <iostream>
 #include <memory>
+#include <new>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -73,6 +76,7 @@ namespace detail {
 enum class TaskState : std::uint8_t {
     free,         // the slot holds no task
     ready,        // in the ready queue
+    yielding,     // in the ready queue after a Yield (or a Sleep with nothing to wait for)
     running,      // being resumed right now
     parked,       // suspended by a system call that will unpark it
     waiting_fd,   // in the readers or writers of an fd
@@ -126,6 +130,7 @@ struct TaskRecord : ListLinks {
     TaskState state = TaskState::free;
     bool kill_requested = false; // a task killed itself: it dies when it next suspends
     bool interrupted = false;    // a scope of its own is `interrupting` (see throw_if_interrupted)
+    bool abandoned = false;      // the WaitQueue it was parked in was destroyed (see ~WaitQueue)
     std::coroutine_handle<Promise<void>> root;
     std::coroutine_handle<> resume_point; // the innermost suspended frame of the task
     TaskWait wait;
@@ -145,11 +150,16 @@ static_assert(sizeof(void*) != 8 || sizeof(TaskRecord) <= 96, "corio: TaskRecord
 static_assert(sizeof(void*) != 8 || sizeof(FdWatch) <= 24, "corio: FdWatch grew");
 
 // Converts any duration to the clock's, rounding up and saturating instead of overflowing:
-// Sleep{std::chrono::seconds::max()} means "practically never", not "at once".
+// Sleep{std::chrono::seconds::max()} means "practically never", not "at once". A floating
+// duration that is NaN or infinite is refused (converting it would be undefined behaviour, and
+// no length of time is meant by it): std::invalid_argument.
 template <class Rep, class Period>
 std::chrono::steady_clock::duration to_clock_duration(std::chrono::duration<Rep, Period> length) {
     using Target = std::chrono::steady_clock::duration;
     const std::chrono::duration<long double, Target::period> exact = length;
+    if (!std::isfinite(exact.count())) {
+        throw std::invalid_argument("corio: a duration must be finite (it is NaN or infinite)");
+    }
     if (exact >= std::chrono::duration<long double, Target::period>(Target::max())) {
         return Target::max();
     }
@@ -189,12 +199,15 @@ Task<> capture_result(Task<T> task, RunResult<T>& out) {
 
 /// A FIFO of tasks parked by a synchronisation primitive (Event, Queue, Lock, ...): see
 /// Scheduler::wait_in and Scheduler::wake_one. A task killed or timed out while it waits here
-/// leaves the queue at once. It must outlive its waiters (destroy it with no task in it).
+/// leaves the queue at once. Destroyed with tasks still in it (say, an Event in the frame of a
+/// task that is killed while its children wait on it), it wakes each of them with a
+/// std::logic_error, thrown from the `co_await` that waited (see Scheduler::abandon_waiters).
 class WaitQueue {
 public:
     WaitQueue() = default;
     WaitQueue(const WaitQueue&) = delete;
     WaitQueue& operator=(const WaitQueue&) = delete;
+    ~WaitQueue();
 
     [[nodiscard]] bool empty() const noexcept { return tasks_.empty(); }
     [[nodiscard]] std::size_t size() const noexcept { return tasks_.size(); }
@@ -202,6 +215,7 @@ public:
 private:
     friend class Scheduler;
     detail::TaskList tasks_;
+    Scheduler* kernel_ = nullptr; // of the tasks in it (set by wait_in)
 };
 
 /// The kernel. Owns its tasks' frames; belongs to the thread that runs it: only post(), hold()
@@ -238,14 +252,18 @@ public:
     /// (a job cannot be interrupted) and drops their results; queued jobs never run. Callables
     /// posted but not run yet are destroyed without running. Nobody may post() to a Scheduler
     /// while it is being destroyed.
+    ///
+    /// Tasks die newest first (by serial number, descending), so children die before the parents
+    /// that spawned them: a child waiting on an Event, a Queue... in its parent's frame leaves it
+    /// before the parent's frame (and the Event) is destroyed. Tasks spawned by the destructors
+    /// that run are newer still, and die next.
     ~Scheduler() {
-        while (task_count_ > 0) {
-            for (std::size_t i = 0; i < records_.size(); ++i) { // by index: destructors may spawn
-                detail::TaskRecord& record = records_[i];
-                if (record.serial != 0 && record.state != detail::TaskState::dying) {
-                    kill_now(record);
-                }
-            }
+        try {
+            kill_all_newest_first();
+        } catch (const std::bad_alloc&) { // no memory for its heap: the slow way below
+        }
+        while (detail::TaskRecord* newest = newest_task()) { // a search per task
+            kill_now(*newest);
         }
         if (pool_) {
             pool_->shutdown(); // the last jobs deliver into the inbox, which is still here
@@ -499,8 +517,14 @@ public:
         self.state = detail::TaskState::sleeping;
     }
 
-    /// Puts the calling task at the back of the ready queue.
-    void yield_now() { make_ready(trapped_task()); }
+    /// Puts the calling task at the back of the ready queue. A yield is a wait like any other:
+    /// a deadline of the task that passes (or has passed) before it runs again ends it with its
+    /// TimeoutError.
+    void yield_now() {
+        detail::TaskRecord& self = trapped_task();
+        make_ready(self);
+        self.state = detail::TaskState::yielding;
+    }
 
     /// Wakes a task that a system call left parked (suspended without waiting on anything).
     /// Returns false if there is no such task or it is not parked.
@@ -519,6 +543,7 @@ public:
     void wait_in(WaitQueue& queue, void* cookie = nullptr) {
         detail::TaskRecord& self = trapped_task();
         queue.tasks_.push_back(self);
+        queue.kernel_ = this;
         self.wait.cookie = cookie;
         self.state = detail::TaskState::parked;
     }
@@ -645,6 +670,20 @@ public:
     }
 
 private:
+    friend class WaitQueue;
+
+    // Wakes every task in `queue`, in order, with a std::logic_error thrown from the system call
+    // it waits in: what it waited for is gone. ~WaitQueue calls it for the tasks left in it.
+    void abandon_waiters(WaitQueue& queue) noexcept {
+        while (detail::ListLinks* links = queue.tasks_.front()) {
+            auto& record = static_cast<detail::TaskRecord&>(*links);
+            detach(record);
+            record.abandoned = true;
+            record.interrupted = true; // so that throw_if_interrupted looks
+            make_ready(record);
+        }
+    }
+
     // What post() queues.
     template <class Callable>
     class Posted final : public detail::InboxItem {
@@ -679,6 +718,11 @@ private:
 
     [[gnu::noinline]] static void throw_interruption(detail::TaskRecord& self) {
         self.interrupted = false;
+        if (self.abandoned) {
+            self.abandoned = false;
+            throw std::logic_error("corio: what this task waited on (an Event, a Queue, a Lock, a "
+                                   "Semaphore...) was destroyed while it waited");
+        }
         // A flag in the record and a mark on the scope rather than a pointer in every record.
         for (detail::TimeoutScope* scope = self.innermost_scope; scope != nullptr;
              scope = scope->outer) {
@@ -819,16 +863,92 @@ private:
         case detail::TaskState::parked:
         case detail::TaskState::waiting_fd:
         case detail::TaskState::sleeping:
-        case detail::TaskState::waiting_task: interrupt(record); break;
-        default: break; // ready or running: its next wait is interrupted (see enter)
+        case detail::TaskState::waiting_task:
+        case detail::TaskState::yielding: interrupt(record); break; // a yield waits for nothing
+        default: break; // woken or running: its next wait is interrupted (see enter)
         }
+    }
+
+    // Kills every task, newest first (see ~Scheduler): the tasks alive are in a max-heap by serial
+    // number, which the tasks that destructors spawn meanwhile join.
+    void kill_all_newest_first() {
+        std::vector<std::pair<std::uint64_t, detail::TaskRecord*>> newest_on_top;
+        std::uint64_t taken_in = 0; // every task up to this serial number is in the heap, or gone
+        const auto take_in_newer = [&] {
+            for (detail::TaskRecord& record : records_) {
+                if (record.serial > taken_in && record.state != detail::TaskState::dying) {
+                    newest_on_top.emplace_back(record.serial, &record);
+                    std::push_heap(newest_on_top.begin(), newest_on_top.end());
+                }
+            }
+            taken_in = last_serial_;
+        };
+        take_in_newer();
+        while (!newest_on_top.empty()) {
+            std::pop_heap(newest_on_top.begin(), newest_on_top.end());
+            const auto [serial, record] = newest_on_top.back();
+            newest_on_top.pop_back();
+            if (record->serial == serial && record->state != detail::TaskState::dying) {
+                kill_now(*record); // its destructors may kill others, or spawn
+                if (last_serial_ != taken_in) {
+                    take_in_newer();
+                }
+            }
+        }
+    }
+
+    // The live task with the highest serial number, or null: one search per kill, for when
+    // kill_all_newest_first had no memory for its heap.
+    detail::TaskRecord* newest_task() noexcept {
+        detail::TaskRecord* newest = nullptr;
+        for (detail::TaskRecord& record : records_) {
+            if (record.serial != 0 && record.state != detail::TaskState::dying &&
+                (newest == nullptr || record.serial > newest->serial)) {
+                newest = &record;
+            }
+        }
+        return newest;
     }
 
     void kill_now(detail::TaskRecord& record) {
         detach(record);
         record.state = detail::TaskState::dying;
-        std::exchange(record.root, {}).destroy(); // destructors run; they may call back in here
+        const TaskId id = id_of(record);
+        const std::size_t failures_before = destruction_failures_.size();
+        destroy_root(record); // destructors run; they may call back in here
         release(record, TaskExit{TaskExit::Outcome::killed, nullptr});
+        report_destruction_failures(id, failures_before);
+    }
+
+    // Destroys a task's frame (and the frames it awaits), collecting what destructors throw
+    // meanwhile into destruction_failures_ (see detail::destroy_frame).
+    void destroy_root(detail::TaskRecord& record) noexcept {
+        std::vector<std::exception_ptr>* outer = std::exchange(
+            detail::destruction_failures, &destruction_failures_); // a destructor may kill too
+        try {
+            detail::destroy_frame(std::exchange(record.root, {}));
+        } catch (...) { // thrown where the coroutine could not catch it (a parameter's destructor)
+            collect_destruction_failure(std::current_exception());
+        }
+        detail::destruction_failures = outer;
+    }
+
+    void collect_destruction_failure(std::exception_ptr error) noexcept {
+        try {
+            destruction_failures_.push_back(std::move(error));
+        } catch (...) { // no memory to keep it: report it now, under no task id
+            report(TaskId{}, error);
+        }
+    }
+
+    // Reports what the destructors of task `id` threw (those collected since `first`), like a
+    // failure nobody waited for.
+    void report_destruction_failures(TaskId id, std::size_t first) noexcept {
+        for (std::size_t i = first; i < destruction_failures_.size(); ++i) { // a report may add
+            const std::exception_ptr error = destruction_failures_[i]; // a copy: it may grow
+            report(id, error);
+        }
+        destruction_failures_.resize(first);
     }
 
     void finish(detail::TaskRecord& record) {
@@ -839,8 +959,11 @@ private:
                                               : TaskExit::Outcome::completed,
                       error};
         record.state = detail::TaskState::dying;
-        std::exchange(record.root, {}).destroy();
+        const TaskId id = id_of(record);
+        const std::size_t failures_before = destruction_failures_.size();
+        destroy_root(record);
         release(record, std::move(exit));
+        report_destruction_failures(id, failures_before);
     }
 
     // Wakes the waiters of an ended task, frees its slot, and reports a failure nobody waits for
@@ -868,6 +991,7 @@ private:
         record.resume_point = {};
         record.innermost_scope = nullptr; // the scopes lived in the frame, gone now
         record.interrupted = false;
+        record.abandoned = false;
         record.expired_scopes = 0;
         record.next_free = free_head_;
         free_head_ = record.slot;
@@ -1116,6 +1240,7 @@ private:
         bool received;
     };
     std::vector<HandedFailure> handed_;
+    std::vector<std::exception_ptr> destruction_failures_; // see destroy_root
     detail::TaskRecord* current_ = nullptr;
     ExceptionHandler exception_handler_;
     std::uint64_t last_serial_ = 0;
@@ -1133,6 +1258,12 @@ private:
     detail::Inbox inbox_;
     std::unique_ptr<ThreadPool> pool_; // after inbox_: destroyed first (its jobs deliver there)
 };
+
+inline WaitQueue::~WaitQueue() {
+    if (!tasks_.empty()) {
+        kernel_->abandon_waiters(*this);
+    }
+}
 
 /// Runs `task` to completion on a new Scheduler and gives its value (like asyncio.run). Tasks it
 /// spawned that are still alive when it completes are destroyed with the Scheduler.

@@ -17,14 +17,15 @@
 // interrupted by a deadline (see timeout.hpp), so a permit is never lost to a timeout.
 //
 // A Semaphore belongs to the tasks of one Scheduler (single-threaded: no atomics); it learns which
-// from the first task that waits. It must outlive its waiters: destroy it only when no task waits
-// on it (declare it before the Scheduler, or let the tasks that use it end first).
+// from the first task that waits. Destroyed while tasks wait on it, it wakes them with a
+// std::logic_error thrown from their `co_await semaphore.acquire()` (see WaitQueue). It must
+// outlive the waiters it has handed a permit to (destroy it when the tasks that use it have ended:
+// declare it before the Scheduler, or in the task that spawns them).
 #pragma once
 
 #include "corio/scheduler.hpp"
 #include "corio/system_call.hpp"
 
-#include <cassert>
 #include <cstddef>
 #include <stdexcept>
 #include <utility>
@@ -38,7 +39,7 @@ public:
     class [[nodiscard]] Acquire {
     public:
         /// Takes a permit of `semaphore`, which must outlive the wait.
-        explicit Acquire(Semaphore& semaphore) noexcept : semaphore_(&semaphore) {}
+        [[nodiscard]] explicit Acquire(Semaphore& semaphore) noexcept : semaphore_(&semaphore) {}
         /// Movable only as a co_await operand is (GCC moves it into the frame); never once awaited.
         Acquire(Acquire&& other) noexcept
             : semaphore_(other.semaphore_), granted_(std::exchange(other.granted_, false)) {}
@@ -76,9 +77,8 @@ public:
     explicit Semaphore(std::size_t initial) noexcept : value_(initial) {}
     Semaphore(const Semaphore&) = delete;
     Semaphore& operator=(const Semaphore&) = delete;
-    ~Semaphore() {
-        assert(waiters_.empty() && "corio: a Semaphore was destroyed while tasks wait on it");
-    }
+    /// Tasks still waiting wake with std::logic_error (see the top of this file).
+    ~Semaphore() = default;
 
     /// `co_await semaphore.acquire()` takes a permit, suspending while there is none (after the
     /// tasks that were waiting before).

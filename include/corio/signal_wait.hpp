@@ -347,7 +347,7 @@ public:
     /// (A list of ints rather than a std::initializer_list: GCC 12 cannot keep the latter's
     /// array in a coroutine frame, which `co_await SignalWait{...}` needs.)
     template <std::same_as<int>... More>
-    explicit SignalWait(int signal, More... more)
+    [[nodiscard]] explicit SignalWait(int signal, More... more)
         : mask_(detail::signal_mask_of({signal, more...})) {}
     // Movable only because GCC 12 moves a co_await operand into the frame; never moved once
     // awaited (the kernel holds its address while the task waits).

@@ -42,7 +42,7 @@ public:
     /// The awaitable behind `co_await stop.wait()`.
     class [[nodiscard]] Wait {
     public:
-        explicit Wait(const StopEvent& event) noexcept : event_(&event) {}
+        [[nodiscard]] explicit Wait(const StopEvent& event) noexcept : event_(&event) {}
         // Movable only because GCC 12 moves a co_await operand into the frame; never moved once
         // awaited (the kernel holds its address while the task waits).
         Wait(Wait&& other) noexcept

@@ -7,6 +7,11 @@
 // Every call has a constructor although an aggregate would do: GCC 12 mis-compiles an aggregate
 // temporary with a non-trivial member in a co_await operand (`co_await NewTask{make()}` copies the
 // member's bytes and destroys it twice). Give your own system calls constructors too.
+//
+// A system call does nothing until it is awaited, so `Sleep{1s};` without `co_await` is a mistake:
+// the types and their constructors are [[nodiscard]], which makes it a warning. (Clang warns for
+// the type alone; GCC 12 only for a constructor marked [[nodiscard]], hence both.) Mark your own
+// system calls the same way.
 #pragma once
 
 #include "corio/scheduler.hpp"
@@ -21,9 +26,9 @@ namespace corio {
 
 /// `co_await NewTask{task}` adds `task` to the scheduler and gives its id. The new task runs later;
 /// the caller continues at once.
-struct NewTask {
+struct [[nodiscard]] NewTask {
     /// Takes the task to spawn; it must not have run yet.
-    explicit NewTask(Task<> spawned) noexcept : task(std::move(spawned)) {}
+    [[nodiscard]] explicit NewTask(Task<> spawned) noexcept : task(std::move(spawned)) {}
 
     Task<> task;  ///< The task to add; moved into the Scheduler by handle().
     TaskId id{};  ///< The new task's id, once handle() has run.
@@ -38,7 +43,10 @@ struct NewTask {
 };
 
 /// `co_await GetTid{}` gives the calling task's id.
-struct GetTid {
+struct [[nodiscard]] GetTid {
+    /// The call; the kernel fills in the id.
+    [[nodiscard]] GetTid() noexcept = default;
+
     TaskId id{}; ///< The caller's id, once handle() has run.
 
     /// Kernel side (see SystemCall): notes the caller's id; never suspends.
@@ -52,9 +60,9 @@ struct GetTid {
 
 /// `co_await KillTask{id}` kills a task (see Scheduler::kill) and gives true if it existed. A task
 /// that kills itself does not come back from this call.
-struct KillTask {
+struct [[nodiscard]] KillTask {
     /// Names the task to kill (possibly the caller itself).
-    explicit KillTask(TaskId victim) noexcept : target(victim) {}
+    [[nodiscard]] explicit KillTask(TaskId victim) noexcept : target(victim) {}
 
     TaskId target;        ///< The task to kill.
     bool existed = false; ///< Whether it existed, once handle() has run.
@@ -71,9 +79,9 @@ struct KillTask {
 
 /// `co_await WaitTask{id}` suspends until that task ends and gives how it ended; at once, with
 /// TaskExit::Outcome::no_such_task, if there is no such task.
-struct WaitTask {
+struct [[nodiscard]] WaitTask {
     /// Names the task to wait for; it must not be the caller.
-    explicit WaitTask(TaskId awaited) noexcept : target(awaited) {}
+    [[nodiscard]] explicit WaitTask(TaskId awaited) noexcept : target(awaited) {}
     WaitTask(const WaitTask& other) noexcept : target(other.target) {} // a copy has not waited
     WaitTask(WaitTask&& other) noexcept
         : target(other.target), exit(std::move(other.exit)),
@@ -113,9 +121,9 @@ private:
 
 /// `co_await ReadWait{fd}` suspends until `fd` is readable. Hang-up and error count as readable:
 /// the next system call on the fd reports them.
-struct ReadWait {
+struct [[nodiscard]] ReadWait {
     /// Names the fd to wait on (any fd the selector accepts: a socket, a pipe, an eventfd...).
-    explicit ReadWait(int watched) noexcept : fd(watched) {}
+    [[nodiscard]] explicit ReadWait(int watched) noexcept : fd(watched) {}
 
     int fd; ///< The fd waited on.
 
@@ -129,9 +137,9 @@ struct ReadWait {
 };
 
 /// `co_await WriteWait{fd}` suspends until `fd` is writable. Hang-up and error count as writable.
-struct WriteWait {
+struct [[nodiscard]] WriteWait {
     /// Names the fd to wait on.
-    explicit WriteWait(int watched) noexcept : fd(watched) {}
+    [[nodiscard]] explicit WriteWait(int watched) noexcept : fd(watched) {}
 
     int fd; ///< The fd waited on.
 
@@ -144,12 +152,14 @@ struct WriteWait {
     void result() const noexcept {}
 };
 
-/// `co_await Sleep{duration}` suspends for at least `duration` (a zero or negative one yields).
-struct Sleep {
+/// `co_await Sleep{duration}` suspends for at least `duration` (a zero or negative one yields:
+/// see Yield).
+struct [[nodiscard]] Sleep {
     /// Takes any std::chrono duration: rounded up to the clock's resolution, and saturated
     /// rather than overflowed (`Sleep{std::chrono::seconds::max()}` is practically forever).
+    /// Throws std::invalid_argument for a floating-point duration that is NaN or infinite.
     template <class Rep, class Period>
-    explicit Sleep(std::chrono::duration<Rep, Period> length)
+    [[nodiscard]] explicit Sleep(std::chrono::duration<Rep, Period> length)
         : duration(detail::to_clock_duration(length)) {}
 
     Scheduler::Clock::duration duration; ///< How long to sleep, on the Scheduler's clock.
@@ -171,9 +181,9 @@ struct Sleep {
 /// `co_await SleepUntil{time_point}` suspends until `deadline` on the Scheduler's clock
 /// (steady_clock, or its VirtualClock). A deadline that has already passed yields, like a zero
 /// Sleep.
-struct SleepUntil {
+struct [[nodiscard]] SleepUntil {
     /// Takes the time to wake at, on the Scheduler's clock (Scheduler::now()).
-    explicit SleepUntil(Scheduler::Clock::time_point when) noexcept : deadline(when) {}
+    [[nodiscard]] explicit SleepUntil(Scheduler::Clock::time_point when) noexcept : deadline(when) {}
 
     Scheduler::Clock::time_point deadline; ///< When to wake.
 
@@ -192,7 +202,14 @@ struct SleepUntil {
 };
 
 /// `co_await Yield{}` lets every other ready task run, and the selector look, before continuing.
-struct Yield {
+/// It is a wait like any other: inside timeout_after, a deadline that has passed (or passes before
+/// the task runs again) ends it with TimeoutError. So do a Sleep that is not positive and a
+/// SleepUntil whose time has passed, which yield.
+struct [[nodiscard]] Yield {
+    /// The call. (Not `= default`: GCC 12 sees no constructor call in `Yield{}` then, and
+    /// does not warn when it is not awaited.)
+    [[nodiscard]] Yield() noexcept {} // NOLINT(modernize-use-equals-default)
+
     /// Kernel side (see SystemCall): Scheduler::yield_now; always suspends.
     bool handle(Scheduler& kernel, TaskId /*caller*/) {
         kernel.yield_now();

@@ -41,6 +41,7 @@
 #include <stdexcept>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace corio {
 
@@ -96,6 +97,25 @@ private:
     Operand* awaiter_;
 };
 
+// Where frames that are being destroyed hand what their destructors throw (see destroy_frame): the
+// kernel points it at a vector of its own while it destroys a task (Scheduler::destroy_root).
+inline thread_local std::vector<std::exception_ptr>* destruction_failures = nullptr;
+
+// A destructor threw while a frame was being destroyed: the kernel reports it like a failure
+// nobody waited for. With no kernel destroying a task on this thread (a Task destroyed by hand,
+// outside any Scheduler), or no memory to keep it, it ends the program, as a destructor that
+// throws where it may not does.
+inline void hand_over_destruction_failure(const std::exception_ptr& error) noexcept {
+    if (destruction_failures == nullptr) {
+        std::terminate();
+    }
+    try {
+        destruction_failures->push_back(error);
+    } catch (...) {
+        std::terminate();
+    }
+}
+
 #if defined(CORIO_COUNT_FRAMES)
 // Tests define CORIO_COUNT_FRAMES (in every translation unit of the program) to check that no
 // coroutine frame is leaked: this counts the frames alive now.
@@ -128,6 +148,13 @@ public:
         template <class Promise>
         std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> self) const noexcept {
             PromiseBase& promise = self.promise();
+            if (promise.continuation_.address() == self.address()) [[unlikely]] {
+                // Marked by destroy_frame: a destructor threw while the frame was destroyed, and
+                // the coroutine came here instead of going away. Finish the destruction.
+                hand_over_destruction_failure(promise.exception_);
+                self.destroy();
+                return std::noop_coroutine();
+            }
             if (!promise.continuation_) {
                 return std::noop_coroutine(); // back to our starter, or to the kernel for a root task
             }
@@ -174,11 +201,26 @@ protected:
 private:
     template <class, bool>
     friend class TaskAwaiter;
+    template <class Promise>
+    friend void destroy_frame(std::coroutine_handle<Promise> frame);
 
     std::coroutine_handle<> continuation_;
     Scheduler* kernel_ = nullptr;
     std::exception_ptr exception_;
 };
+
+// Destroys a coroutine frame, suspended or not. A destructor that throws while a suspended frame
+// is destroyed does not leave destroy(): GCC and Clang both hand the exception to the promise's
+// unhandled_exception() and take the coroutine on to its final suspend point, with the rest of the
+// frame still alive (and no continuation may be resumed from there: the frames that await it are
+// being destroyed too). So the frame is marked first: its continuation is set to itself, which no
+// frame's ever is otherwise, and FinalAwaiter, finding the mark, hands the exception over (see
+// hand_over_destruction_failure) and finishes destroying the frame.
+template <class Promise>
+void destroy_frame(std::coroutine_handle<Promise> frame) {
+    frame.promise().continuation_ = frame;
+    frame.destroy();
+}
 
 template <class T>
 class Promise final : public PromiseBase {
@@ -246,6 +288,9 @@ public:
     template <class ParentPromise>
     bool await_suspend(std::coroutine_handle<ParentPromise> parent) {
         PromiseBase& child = child_.promise();
+        if (child.continuation_) { // it is suspended, and another task awaits it already
+            throw std::logic_error("corio: a Task is awaited by two tasks at once");
+        }
         if constexpr (std::is_base_of_v<PromiseBase, ParentPromise>) {
             child.kernel_ = parent.promise().kernel();
         }
@@ -308,8 +353,9 @@ public:
 
     /// `co_await task` on an lvalue: runs the task inside the awaiting one and gives its value
     /// by reference into the frame (T& for a Task<T>), or rethrows its exception. Throws
-    /// std::logic_error for an empty Task. Awaiting a Task that has finished gives its outcome
-    /// again without running anything.
+    /// std::logic_error for an empty Task, and for a Task that another task awaits at this
+    /// moment (one Task has one awaiter at a time). Awaiting a Task that has finished gives its
+    /// outcome again without running anything.
     auto operator co_await() & noexcept { return detail::TaskAwaiter<T, false>(handle_); }
     /// `co_await std::move(task)` or on a temporary: the same, with the value moved out.
     auto operator co_await() && noexcept { return detail::TaskAwaiter<T, true>(handle_); }
@@ -320,7 +366,7 @@ public:
 private:
     void reset() noexcept {
         if (handle_) {
-            std::exchange(handle_, {}).destroy();
+            detail::destroy_frame(std::exchange(handle_, {}));
         }
     }
 

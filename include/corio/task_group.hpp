@@ -74,7 +74,7 @@ public:
     class [[nodiscard]] Spawn {
     public:
         /// Spawns `task` into `group`.
-        Spawn(TaskGroup& group, Task<T> task) noexcept : group_(&group), task_(std::move(task)) {}
+        [[nodiscard]] Spawn(TaskGroup& group, Task<T> task) noexcept : group_(&group), task_(std::move(task)) {}
 
         /// Kernel side (see SystemCall): starts the child (see TaskGroup::spawn); never suspends.
         bool handle(Scheduler& kernel, TaskId caller) {

@@ -12,7 +12,12 @@
 // woken does not take back what it was woken for: its next wait ends at once instead.
 //
 // A passed deadline stays passed: until the scope is left, every wait inside it ends at once with
-// the scope's TimeoutError (calls that need not wait still work). So code in between that catches
+// the scope's TimeoutError (calls that need not wait still work: a get from a Queue that holds
+// an item, a recv with data there, GetTid...). A yield counts as a wait: Yield, a Sleep that is
+// not positive, a SleepUntil of a time that has passed all end with the TimeoutError of a
+// deadline that has passed, even one whose timer the loop has not looked at yet (a task that ran
+// past its deadline without waiting); a deadline that passes while such a task sits in the ready
+// queue interrupts it there, as it would a Sleep. So code in between that catches
 // TimeoutError — say, a fallback around an inner timeout — cannot make the scope outlive its
 // deadline. Cleanup that must wait belongs outside the timed-out scope, after timeout_after threw.
 //
@@ -61,8 +66,8 @@ struct DeadlineSpec {
 };
 
 // The system call that enters a deadline scope (it never suspends).
-struct EnterScope {
-    EnterScope(TimeoutScope& entered, DeadlineSpec when) noexcept : scope(&entered), spec(when) {}
+struct [[nodiscard]] EnterScope {
+    [[nodiscard]] EnterScope(TimeoutScope& entered, DeadlineSpec when) noexcept : scope(&entered), spec(when) {}
 
     TimeoutScope* scope;
     DeadlineSpec spec;
@@ -127,7 +132,8 @@ with_deadline(DeadlineSpec spec, Awaitable operation) {
 } // namespace detail
 
 /// Awaits `operation` (a Task, a system call, or another awaitable), but throws TimeoutError if it
-/// has not completed `delay` after this is awaited.
+/// has not completed `delay` after this is awaited. Throws std::invalid_argument for a
+/// floating-point `delay` that is NaN or infinite.
 template <class Rep, class Period, class Awaitable>
 auto timeout_after(std::chrono::duration<Rep, Period> delay, Awaitable operation) {
     return detail::with_deadline<true>(detail::DeadlineSpec{std::nullopt, detail::to_clock_duration(delay)},
@@ -142,7 +148,8 @@ auto timeout_at(Scheduler::Clock::time_point deadline, Awaitable operation) {
 }
 
 /// Awaits `operation`, giving its value in an optional that is empty if `delay` passed first
-/// (for an operation that gives nothing: true if it completed, false if time ran out).
+/// (for an operation that gives nothing: true if it completed, false if time ran out). Throws
+/// std::invalid_argument for a floating-point `delay` that is NaN or infinite.
 template <class Rep, class Period, class Awaitable>
 auto ignore_after(std::chrono::duration<Rep, Period> delay, Awaitable operation) {
     static_assert(!std::is_reference_v<detail::await_result_t<Awaitable>>,

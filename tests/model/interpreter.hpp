@@ -516,13 +516,14 @@ inline Task<> op_event_wait(Context c, Event& event) {
 }
 
 // timeout_after(outer, timeout_after(inner, Sleep{sleep})): the first of the three to come wins,
-// deadlines before the sleep on a tie (their timers were armed first); a sleep of zero yields.
+// deadlines before the sleep on a tie (their timers were armed first); a sleep of zero yields,
+// and a yield is a wait like any other: a zero deadline ends it.
 inline Task<> op_nested_timeout(Context c) {
     const Duration outer = c.op.duration;
     const Duration inner = *c.op.timeout;
     const Duration sleep(static_cast<Duration::rep>(c.op.size));
     const Clock::time_point start = c.now();
-    const bool times_out = sleep > Duration::zero() && std::min(outer, inner) <= sleep;
+    const bool times_out = std::min(outer, inner) <= std::max(sleep, Duration::zero());
     const Duration expected = sleep <= Duration::zero() ? Duration::zero()
                               : times_out                ? std::min(outer, inner)
                                                          : sleep;

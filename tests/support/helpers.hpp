@@ -126,6 +126,20 @@ inline Scheduler::Clock::duration elapsed(const VirtualClock& clock,
 /// A sleep long enough that a kill (or a deadline) has certainly come first.
 inline constexpr auto long_sleep = std::chrono::seconds(100);
 
+/// Appends "<name> destroyed" to a log when destroyed: shows when (and in which order) frames
+/// unwind or tasks die.
+class Noted {
+public:
+    Noted(Log& log, std::string name) : log_(&log), name_(std::move(name)) {}
+    Noted(const Noted&) = delete;
+    Noted& operator=(const Noted&) = delete;
+    ~Noted() { log_->push_back(name_ + " destroyed"); }
+
+private:
+    Log* log_;
+    std::string name_;
+};
+
 // ---- small tasks --------------------------------------------------------------------------------
 
 inline Task<> nothing() {

@@ -374,9 +374,9 @@ inline void ChildLink::threw(std::exception_ptr error) noexcept {
 }
 
 // `co_await BindChildren(set)`: binds a set to the calling task and its Scheduler (never suspends).
-class BindChildren {
+class [[nodiscard]] BindChildren {
 public:
-    explicit BindChildren(ChildSet& set) noexcept : set_(&set) {}
+    [[nodiscard]] explicit BindChildren(ChildSet& set) noexcept : set_(&set) {}
     bool handle(Scheduler& kernel, TaskId caller) {
         set_->bind(kernel, caller);
         return false;
@@ -388,9 +388,9 @@ private:
 };
 
 // `co_await AwaitChildren(set)`: suspends the owner until no child of the set is alive.
-class AwaitChildren {
+class [[nodiscard]] AwaitChildren {
 public:
-    explicit AwaitChildren(ChildSet& set) noexcept : set_(&set) {}
+    [[nodiscard]] explicit AwaitChildren(ChildSet& set) noexcept : set_(&set) {}
     bool handle(Scheduler& kernel, TaskId caller) { return set_->begin_wait(kernel, caller); }
     void result() const noexcept {}
 
