@@ -74,6 +74,8 @@ struct SocketState : FdOwner {
     bool drained = false; // the last recv emptied the receive queue: the next one waits first
     bool send_waited = false; // a send waited, and none was seen done since (see SendOperation)
 };
+// 16 bytes before FdOwner's ring links came (64-bit targets); the flags live in the padding.
+static_assert(sizeof(void*) != 8 || sizeof(SocketState) <= 32, "corio: SocketState grew");
 
 // Waits until the socket's fd is ready for `interest`, and tells the socket which kernel that is.
 struct [[nodiscard]] SocketWait {
