@@ -532,6 +532,87 @@ TEST_CASE("AsyncSocket: send_all waits for a slow reader and loses nothing", "[a
 
 namespace {
 
+// What the reader of several tagged sends saw: each run of equal bytes, in order.
+struct TaggedRuns {
+    std::vector<std::pair<char, std::size_t>> runs; // (tag, length)
+    std::size_t bytes = 0;
+
+    void add(std::span<const char> chunk) {
+        for (const char byte : chunk) {
+            if (runs.empty() || runs.back().first != byte) {
+                runs.emplace_back(byte, 0);
+            }
+            ++runs.back().second;
+        }
+        bytes += chunk.size();
+    }
+    [[nodiscard]] std::string describe() const {
+        std::string text;
+        for (const auto& [tag, length] : runs) {
+            text += std::string(1, tag) + " x " + std::to_string(length) + "; ";
+        }
+        return text;
+    }
+};
+
+Task<> send_all_of(AsyncSocket& socket, const std::string& data) {
+    co_await socket.send_all(data);
+}
+
+void set_int_option(int fd, int name, int value) {
+    REQUIRE(::setsockopt(fd, SOL_SOCKET, name, &value, sizeof value) == 0);
+}
+
+// Two send_all of 1 MiB begin while the peer's buffers are full and it does not read; then the
+// reader frees a little room and a third, small send begins, which must not jump the queue.
+Task<> concurrent_sends(AsyncSocket& listener, const std::string& first, const std::string& second,
+                        const std::string& third, TaggedRuns& out) {
+    Connection connection = co_await connect_to(listener, "127.0.0.1");
+    set_int_option(connection.client.fd(), SO_SNDBUF, 16 * static_cast<int>(KiB));
+    const TaskId one = co_await corio::NewTask(send_all_of(connection.client, first));
+    const TaskId two = co_await corio::NewTask(send_all_of(connection.client, second));
+    co_await corio::Yield{}; // both began: the first waits for room, the second behind it
+    std::array<char, 16 * KiB> buffer{};
+    const std::size_t count = co_await connection.server.recv(buffer); // room for a few bytes
+    out.add(std::span(buffer).first(count));
+    const TaskId three = co_await corio::NewTask(send_all_of(connection.client, third));
+    co_await corio::Yield{}; // the third begins before the kernel retries the first
+    const std::size_t total = first.size() + second.size() + third.size();
+    for (int reads = 0; out.bytes < total && reads < 1'000'000; ++reads) {
+        const std::size_t got = co_await connection.server.recv(buffer);
+        if (got == 0) {
+            break;
+        }
+        out.add(std::span(buffer).first(got));
+    }
+    co_await join(one);
+    co_await join(two);
+    co_await join(three);
+}
+
+} // namespace
+
+TEST_CASE("AsyncSocket: sends that overlap on one socket go out whole, in the order they began",
+          "[async_socket]") {
+    corio::test::FrameLeakCheck leaks;
+    Scheduler kernel;
+    AsyncSocket listener = AsyncSocket::listen("127.0.0.1", 0);
+    set_int_option(listener.fd(), SO_RCVBUF, 16 * static_cast<int>(KiB)); // inherited by the peer
+    const std::string first(MiB, 'a');
+    const std::string second(MiB, 'b');
+    const std::string third(100, 'c');
+    TaggedRuns runs;
+    run_bounded(kernel, concurrent_sends(listener, first, second, third, runs), 30s);
+    CHECK(runs.bytes == first.size() + second.size() + third.size());
+    using Runs = std::vector<std::pair<char, std::size_t>>;
+    INFO("runs of equal bytes: " << runs.describe());
+    CHECK(runs.runs == Runs{{'a', first.size()}, {'b', second.size()}, {'c', third.size()}});
+    listener.close();
+    corio::test::require_empty(kernel);
+}
+
+namespace {
+
 struct HalfClose {
     std::string server_got;
     std::string client_got;

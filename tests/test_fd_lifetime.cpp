@@ -1,13 +1,16 @@
 // The lifetime of an fd in the Scheduler, from a waiting task's point of view: closing a socket
 // (AsyncSocket::close, or Scheduler::forget_fd before a plain close) while a task waits on it; a
-// new socket that gets the same fd number; error conditions; and signals that interrupt the loop
-// while it waits in the selector.
+// new socket that gets the same fd number; a socket that waits in one Scheduler, then another, or
+// outlives them; error conditions; and signals that interrupt the loop while it waits in the
+// selector.
 #include <array>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstddef>
+#include <fcntl.h>
+#include <memory>
 #include <pthread.h>
 #include <set>
 #include <string>
@@ -22,6 +25,7 @@
 
 #include <corio/async_socket.hpp>
 #include <corio/scheduler.hpp>
+#include <corio/stop_event.hpp>
 #include <corio/syscalls.hpp>
 
 #include "support/catch.hpp"
@@ -263,6 +267,108 @@ TEST_CASE("fd lifetime: a raw ReadWait woken by forget_fd is not woken again thr
     REQUIRE(run_until_ended(kernel, {kernel.add_task(raw_reuse(kernel, pair.first, log))}));
     CHECK(log == Log{"old waiter woke", "new data written", "reader: read"});
     require_empty(kernel);
+}
+
+// ---- a socket and more than one Scheduler ---------------------------------------------------
+
+namespace {
+
+Task<> write_after_yield(int fd, std::string text) {
+    co_await corio::Yield{}; // the reader waits first
+    write_all(fd, text.data(), text.size());
+}
+
+// Receives one message on `socket` after waiting for it in this task's Scheduler (the writer runs
+// only once the reader waits).
+Task<> wait_and_recv(AsyncSocket& socket, int peer, std::string text, std::string& got) {
+    const TaskId writer = co_await corio::NewTask(write_after_yield(peer, std::move(text)));
+    std::array<char, 64> buffer{};
+    const std::size_t count = co_await socket.recv(buffer);
+    got.assign(buffer.data(), count);
+    (void)co_await corio::WaitTask{writer};
+}
+
+// Waits for `stop` inside a task whose frame the caller owns: the frame outlives whoever awaits it.
+Task<> wait_for_stop(const corio::StopEvent& stop, bool& woke) {
+    co_await stop.wait();
+    woke = true;
+}
+
+Task<> await_owned_elsewhere(Task<>& task) {
+    co_await task; // an lvalue: `task`, not this frame, owns the awaited frame
+}
+
+} // namespace
+
+// epoll: the Scheduler a socket last waited in kept its fd watched after the socket moved on, so
+// a new socket with the same number was never registered there and never woke (a silent hang).
+TEST_CASE("fd lifetime: a socket that waited in two Schedulers leaves no stale watch in the first",
+          "[fd_lifetime]") {
+    FrameLeakCheck leaks;
+    Scheduler first;
+    Scheduler second;
+    FdPair pair = socket_pair();
+    AsyncSocket socket(pair.first.release());
+    const int number = socket.fd();
+    std::string got;
+    REQUIRE(run_until_ended(
+        first, {first.add_task(wait_and_recv(socket, pair.second.get(), "one", got))}, 5s));
+    CHECK(got == "one");
+    REQUIRE(run_until_ended(
+        second, {second.add_task(wait_and_recv(socket, pair.second.get(), "two", got))}, 5s));
+    CHECK(got == "two");
+    CHECK(first.stats().watched_fds == 0); // the first forgot the fd when the socket moved on
+    socket.close();
+    pair.second.reset();
+    CHECK(second.stats().watched_fds == 0);
+
+    FdPair fresh = socket_pair(); // the lowest free numbers: one end gets the closed one's
+    UniqueFd& reused_end = fresh.first.get() == number ? fresh.first : fresh.second;
+    UniqueFd& peer = fresh.first.get() == number ? fresh.second : fresh.first;
+    REQUIRE(reused_end.get() == number);
+    AsyncSocket reused(reused_end.release());
+    got.clear();
+    const bool ended = run_until_ended(
+        first, {first.add_task(wait_and_recv(reused, peer.get(), "three", got))}, 2s);
+    CHECK(ended);
+    CHECK(got == "three");
+    reused.close();
+    require_empty(first);
+    require_empty(second);
+}
+
+TEST_CASE("fd lifetime: a socket that outlives the Scheduler it waited in closes safely",
+          "[fd_lifetime]") {
+    FrameLeakCheck leaks;
+    FdPair pair = socket_pair();
+    AsyncSocket socket(pair.first.release());
+    const int number = socket.fd();
+    {
+        auto kernel = std::make_unique<Scheduler>();
+        std::string got;
+        REQUIRE(run_until_ended(
+            *kernel, {kernel->add_task(wait_and_recv(socket, pair.second.get(), "x", got))}, 5s));
+        CHECK(got == "x");
+    } // the Scheduler is gone; the socket, still open, must not reach into it
+    CHECK(socket.is_open());
+    socket.close();
+    CHECK(::fcntl(number, F_GETFD) < 0);
+}
+
+TEST_CASE("fd lifetime: a StopEvent wait whose frame outlives its Scheduler is destroyed safely",
+          "[fd_lifetime]") {
+    FrameLeakCheck leaks;
+    corio::StopEvent stop;
+    bool woke = false;
+    Task<> waiter = wait_for_stop(stop, woke);
+    {
+        auto kernel = std::make_unique<Scheduler>();
+        kernel->add_task(await_owned_elsewhere(waiter));
+        REQUIRE(run_until_ended(*kernel, {kernel->add_task(sleep_for(20ms))}, 1s));
+        CHECK(kernel->stats().waiting_on_fds == 1); // the wait is registered in this Scheduler
+    } // killed with the Scheduler: the awaiting task's frame goes, `waiter`'s frame stays
+    waiter = Task<>(); // destroys the frame and its wait, which must not reach into the Scheduler
+    CHECK_FALSE(woke);
 }
 
 // ---- error conditions ------------------------------------------------------------------------------

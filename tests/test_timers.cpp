@@ -90,6 +90,47 @@ TEST_CASE("Many sleepers with shuffled durations wake in deadline order, each ex
     require_empty(kernel);
 }
 
+// All armed at once, each timer the first of its kind (the pool grows with them: see
+// Scheduler::lend_timer); 1000 distinct deadlines, 100 sleepers each, armed in shuffled order.
+// bench/sleepers measures the same with a million, on the real clock.
+TEST_CASE("100k sleepers armed at once all wake, in deadline order (FIFO among equals)",
+          "[timers]") {
+    FrameLeakCheck leaks;
+    VirtualClock clock;
+    Scheduler kernel(clock);
+    const auto start = clock.now();
+    constexpr int count = 100'000;
+    constexpr int distinct = 1000;
+    Wakes log;
+    log.reserve(count);
+    std::vector<Clock::duration> armed_as; // the length of each sleeper, by its number
+    for (const int who : shuffled(count, 7)) {
+        const auto length = std::chrono::microseconds(who % distinct);
+        armed_as.push_back(length);
+        kernel.add_task(
+            sleep_and_log(kernel, start, length, static_cast<int>(armed_as.size()) - 1, log));
+    }
+    kernel.run();
+    REQUIRE(log.size() == static_cast<std::size_t>(count));
+    bool in_order = true;
+    bool on_time = true;
+    for (std::size_t i = 0; i < log.size(); ++i) {
+        const Wake& wake = log[i];
+        on_time = on_time && wake.at == armed_as[static_cast<std::size_t>(wake.who)];
+        if (i > 0) {
+            const Wake& before = log[i - 1];
+            const auto before_length = armed_as[static_cast<std::size_t>(before.who)];
+            const auto length = armed_as[static_cast<std::size_t>(wake.who)];
+            // Deadline order; among equal deadlines, the order of arming (= of the numbers).
+            in_order = in_order && (before_length < length ||
+                                    (before_length == length && before.who < wake.who));
+        }
+    }
+    CHECK(in_order);
+    CHECK(on_time);
+    require_empty(kernel);
+}
+
 namespace {
 // Yields `delay` times before it arms its timer: the order of arming is not the order of creation.
 Task<> yield_then_sleep_until(Scheduler& kernel, Clock::time_point start, int delay,

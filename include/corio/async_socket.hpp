@@ -10,8 +10,17 @@
 // returned less than the buffer could take, the socket's receive queue was empty, so the next recv
 // waits for readiness before it tries (the EAGAIN it would get costs a system call per message).
 //
-// The socket remembers the Scheduler it first waited in, so that closing it unregisters the fd
-// there before the fd is closed (a socket must not outlive that Scheduler while open).
+// The socket remembers the Scheduler it last waited in, so that closing it unregisters the fd there
+// before the fd is closed (detail::FdOwner in scheduler.hpp): a socket may outlive that Scheduler
+// (it only closes its fd then), and may wait in another Scheduler of the same thread later (the
+// first one forgets the fd then).
+//
+// Sends keep their order. Two tasks that send on one socket at once (send_all, send, in any mix)
+// never interleave their bytes: a send that finds another one waiting for room queues behind it,
+// and the data goes out in the order the sends began (FIFO), each whole before the next (a
+// send_all ended early by a deadline or a kill has sent a prefix of its data; the next one
+// follows it). The queue costs no memory: it is the order of the sends among the fd's waiting
+// writers in the kernel, plus a flag in the socket's padding (see SendOperation).
 #pragma once
 
 #include "corio/resolve.hpp"
@@ -59,14 +68,17 @@ namespace detail {
 
 // What an AsyncSocket holds. Its operations point at it rather than copy it: they live in the
 // awaiting frame (twice, with GCC 12: the operand and the awaiter), so every word counts.
-struct SocketState {
+// As an FdOwner it knows the Scheduler it waited in: closing unregisters the fd there.
+struct SocketState : FdOwner {
     int fd = -1;
     bool drained = false; // the last recv emptied the receive queue: the next one waits first
-    Scheduler* kernel = nullptr; // the Scheduler it waited in: closing unregisters the fd there
+    bool send_waited = false; // a send waited, and none was seen done since (see SendOperation)
 };
+// 16 bytes before FdOwner's ring links came (64-bit targets); the flags live in the padding.
+static_assert(sizeof(void*) != 8 || sizeof(SocketState) <= 32, "corio: SocketState grew");
 
 // Waits until the socket's fd is ready for `interest`, and tells the socket which kernel that is.
-struct SocketWait {
+struct [[nodiscard]] SocketWait {
     SocketWait(SocketState& waiting, Interest direction) noexcept
         : socket(&waiting), interest(direction) {}
 
@@ -74,7 +86,7 @@ struct SocketWait {
     Interest interest;
 
     bool handle(Scheduler& scheduler, TaskId /*caller*/) {
-        socket->kernel = &scheduler;
+        socket->enter(scheduler, socket->fd);
         if (interest == Interest::read) {
             scheduler.wait_for_read(socket->fd);
         } else {
@@ -132,15 +144,15 @@ public:
         if (kernel == nullptr) {
             throw std::logic_error("corio: a socket operation was awaited outside a Scheduler's task");
         }
-        socket_->kernel = kernel;
+        socket_->enter(*kernel, socket_->fd);
         return kernel->enter(*this, caller);
     }
 
     decltype(auto) await_resume() {
         // A deadline may have ended the wait. (Asked whether or not this operation waited: a task
         // that did not suspend has no interruption pending, and a flag would cost the frame.)
-        if (socket_->kernel != nullptr) {
-            socket_->kernel->throw_if_interrupted();
+        if (Scheduler* kernel = socket_->kernel()) {
+            kernel->throw_if_interrupted();
         }
         if (!self().done() && !self().attempt()) { // woken, not completed: the fd was forgotten
             throw_errno(EAGAIN, self().name());
@@ -164,7 +176,7 @@ private:
     Derived& self() noexcept { return static_cast<Derived&>(*this); }
 };
 
-class RecvOperation : public SocketOperation<RecvOperation> {
+class [[nodiscard]] RecvOperation : public SocketOperation<RecvOperation> {
 public:
     static constexpr Interest direction = Interest::read;
 
@@ -218,16 +230,51 @@ inline constexpr int send_flags = 0; // SO_NOSIGPIPE is set on the socket instea
 #endif
 
 // send (All = false: what the kernel takes now) and send_all (All = true: everything).
+//
+// Sends on one socket go out in the order they began (see the top of this file). A waiting send
+// tries again only while it is the first send among the fd's waiting writers
+// (Scheduler::first_io_operation): the kernel retries the waiting writers in FIFO order, so the
+// next one goes only once the one before is done. A new send that finds one waiting queues behind
+// it without trying. To know that without a look at the kernel for every send, the socket keeps a
+// hint, set when a send suspends and cleared when a look finds none waiting: a socket whose sends
+// never waited, or whose last waiting send was seen done, costs one comparison.
 template <bool All>
-class SendOperation : public SocketOperation<SendOperation<All>> {
+class [[nodiscard]] SendOperation : public SocketOperation<SendOperation<All>> {
+    using Base = SocketOperation<SendOperation<All>>;
+
 public:
     static constexpr Interest direction = Interest::write;
 
     SendOperation(SocketState& socket, const std::byte* data, std::size_t size) noexcept
-        : SocketOperation<SendOperation<All>>(socket), data_(data), size_(size) {}
+        : Base(socket), data_(data), size_(size) {}
 
-    static bool wait_first() noexcept { return false; }
+    template <class Promise>
+    bool await_suspend(std::coroutine_handle<Promise> caller) {
+        this->socket_->send_waited = true;
+        queued_ = true;
+        return Base::await_suspend(caller);
+    }
+    decltype(auto) await_resume() {
+        queued_ = false; // woken without completing (the fd was forgotten): the next try is its own
+        return Base::await_resume();
+    }
+
+    bool wait_first() const noexcept {
+        SocketState& socket = *this->socket_;
+        if (!socket.send_waited || size_ == 0) [[likely]] {
+            return false;
+        }
+        const Scheduler* kernel = socket.kernel();
+        if (kernel != nullptr && kernel->first_io_operation(socket.fd, direction) != nullptr) {
+            return true; // behind the sends that wait
+        }
+        socket.send_waited = false;
+        return false;
+    }
     bool attempt() noexcept {
+        if (queued_ && !first_in_line()) {
+            return false; // an earlier send is not done: its bytes go first
+        }
         while (sent_ < size_) {
             const ssize_t count =
                 ::send(this->socket_->fd, data_ + sent_, size_ - sent_, send_flags);
@@ -255,11 +302,18 @@ public:
     static const char* name() noexcept { return "send"; }
 
 private:
+    bool first_in_line() const noexcept {
+        const Scheduler* kernel = this->socket_->kernel();
+        return kernel == nullptr || kernel->first_io_operation(this->socket_->fd, direction) ==
+                                        static_cast<const Base*>(this);
+    }
+
     const std::byte* data_;
     std::size_t size_;
     std::size_t sent_ = 0;
     int error_ = 0;
     bool done_ = false;
+    bool queued_ = false; // suspended: it tries only when first in line
 };
 
 inline int open_socket(int family, int type = SOCK_STREAM) {
@@ -460,14 +514,11 @@ public:
 
     /// Unregisters the fd from the Scheduler it waited in, then closes it. Idempotent.
     void close() noexcept {
+        state_.forget(state_.fd);
         if (state_.fd >= 0) {
-            if (state_.kernel != nullptr) {
-                state_.kernel->forget_fd(state_.fd);
-            }
             ::close(state_.fd);
             state_.fd = -1;
         }
-        state_.kernel = nullptr;
     }
 
     [[nodiscard]] bool is_open() const noexcept { return state_.fd >= 0; }

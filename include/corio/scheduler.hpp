@@ -149,6 +149,75 @@ struct FdWatch {
 static_assert(sizeof(void*) != 8 || sizeof(TaskRecord) <= 96, "corio: TaskRecord grew");
 static_assert(sizeof(void*) != 8 || sizeof(FdWatch) <= 24, "corio: FdWatch grew");
 
+// Whatever keeps the Scheduler its fd waited in, to unregister the fd there before closing it:
+// AsyncSocket's state (and so UdpSocket's), SignalWait, StopEvent's wait. Each Scheduler keeps the
+// owners that waited in it on a ring whose links live in the owners (no allocation), so that
+//   * an owner that next waits in another Scheduler first makes the old one forget its fd (enter):
+//     else the old one would go on believing it watches that number, epoll having dropped the fd
+//     when it was closed, and a new fd with that number would never be registered there, nor wake;
+//   * a Scheduler destroyed before its owners detaches them (their kernel() becomes null): they
+//     only close their fd then, instead of reaching into a Scheduler that is gone.
+// An owner costs two pointers besides its Scheduler*. Like the Scheduler, it belongs to the
+// Scheduler's thread: an owner that waited in one Scheduler may wait in another of the same thread
+// later, not in one of another thread (closing it, or destroying the Scheduler, ends that tie).
+class FdOwner {
+public:
+    FdOwner() noexcept = default;
+    // Takes the other's place on its Scheduler's ring; the other is left detached.
+    FdOwner(FdOwner&& other) noexcept { take_place_of(other); }
+    FdOwner& operator=(FdOwner&& other) noexcept {
+        if (this != &other) {
+            unlink();
+            take_place_of(other);
+        }
+        return *this;
+    }
+    FdOwner(const FdOwner&) = delete;
+    FdOwner& operator=(const FdOwner&) = delete;
+    ~FdOwner() { unlink(); }
+
+    // The Scheduler it last waited in: null if none, or if that Scheduler was destroyed.
+    [[nodiscard]] Scheduler* kernel() const noexcept { return kernel_; }
+
+    // Call before `fd` waits in `kernel`. The same Scheduler as last time costs one comparison.
+    void enter(Scheduler& kernel, int fd) noexcept {
+        if (kernel_ != &kernel) [[unlikely]] {
+            move_to(kernel, fd);
+        }
+    }
+    // Unregisters `fd` from the Scheduler it waited in (Scheduler::forget_fd) and detaches from
+    // it. Call it before closing the fd.
+    void forget(int fd) noexcept;
+
+private:
+    friend class corio::Scheduler;
+    struct RingHead {};
+    explicit FdOwner(RingHead /*tag*/) noexcept : prev_(this), next_(this) {}
+
+    void move_to(Scheduler& kernel, int fd) noexcept;
+    void unlink() noexcept {
+        if (prev_ != nullptr) {
+            prev_->next_ = next_;
+            next_->prev_ = prev_;
+            prev_ = next_ = nullptr;
+        }
+        kernel_ = nullptr;
+    }
+    void take_place_of(FdOwner& other) noexcept {
+        kernel_ = std::exchange(other.kernel_, nullptr);
+        prev_ = std::exchange(other.prev_, nullptr);
+        next_ = std::exchange(other.next_, nullptr);
+        if (prev_ != nullptr) {
+            prev_->next_ = this;
+            next_->prev_ = this;
+        }
+    }
+
+    Scheduler* kernel_ = nullptr;
+    FdOwner* prev_ = nullptr; // on the ring of kernel_ while kernel_ is set
+    FdOwner* next_ = nullptr;
+};
+
 // Converts any duration to the clock's, rounding up and saturating instead of overflowing:
 // Sleep{std::chrono::seconds::max()} means "practically never", not "at once". A floating
 // duration that is NaN or infinite is refused (converting it would be undefined behaviour, and
@@ -269,6 +338,10 @@ public:
             pool_->shutdown(); // the last jobs deliver into the inbox, which is still here
         }
         inbox_.discard_all();
+        // Sockets (and other fd owners) that outlive the Scheduler: they only close their fd now.
+        while (fd_owners_.next_ != &fd_owners_) {
+            fd_owners_.next_->unlink();
+        }
     }
 
     /// Adds a task to the ready queue; it first runs in a later pass of the loop.
@@ -646,6 +719,26 @@ public:
         }
     }
 
+    /// The operation of the first task waiting on `fd` for `direction` with an attempt (see
+    /// wait_for_io), or null. AsyncSocket's sends keep their order with it: a send that waits
+    /// behind another one attempts only once it is first.
+    [[nodiscard]] const void* first_io_operation(int fd, Interest direction) const noexcept {
+        if (fd < 0 || static_cast<std::size_t>(fd) >= fd_watches_.size()) {
+            return nullptr;
+        }
+        const detail::FdWatch& watch = fd_watches_[static_cast<std::size_t>(fd)];
+        const detail::TaskList& waiting =
+            direction == Interest::read ? watch.readers : watch.writers;
+        for (const detail::ListLinks* links = waiting.front(); links != nullptr;
+             links = waiting.after(*links)) {
+            const auto& record = static_cast<const detail::TaskRecord&>(*links);
+            if (record.wait.io.attempt != nullptr) {
+                return record.wait.io.operation;
+            }
+        }
+        return nullptr;
+    }
+
     /// The trap: runs a system call's handle() for the task that awaits it (see system_call.hpp).
     template <class Call>
     bool enter(Call& call, std::coroutine_handle<> caller) {
@@ -683,6 +776,7 @@ private:
             make_ready(record);
         }
     }
+    friend class detail::FdOwner; // links itself on fd_owners_
 
     // What post() queues.
     template <class Callable>
@@ -784,7 +878,11 @@ private:
         if (free_timers_.empty()) {
             detail::TaskTimer& timer = sleep_timers_.emplace_back(detail::TimerNode::Kind::wake);
             try {
-                free_timers_.reserve(sleep_timers_.size()); // so that give_back never allocates
+                // Room for every timer, so that give_back never allocates; grown geometrically, as
+                // one slot per new timer made arming n sleepers cost O(n^2) copies.
+                if (free_timers_.capacity() < sleep_timers_.size()) {
+                    free_timers_.reserve(std::max<std::size_t>(2 * free_timers_.capacity(), 64));
+                }
             } catch (...) {
                 sleep_timers_.pop_back();
                 throw;
@@ -1227,6 +1325,7 @@ private:
     VirtualClock* virtual_clock_ = nullptr;
     std::deque<detail::TaskRecord> records_; // a deque: records never move
     detail::FdTable<detail::FdWatch> fd_watches_; // indexed by fd; never moves either
+    detail::FdOwner fd_owners_{detail::FdOwner::RingHead{}}; // who waited here (see FdOwner)
     detail::TaskList ready_;
     detail::TimerHeap timers_;
     std::deque<detail::TaskTimer> sleep_timers_; // lent to sleeping tasks (see lend_timer)
@@ -1264,6 +1363,27 @@ inline WaitQueue::~WaitQueue() {
         kernel_->abandon_waiters(*this);
     }
 }
+
+namespace detail {
+
+inline void FdOwner::forget(int fd) noexcept {
+    if (kernel_ != nullptr) {
+        kernel_->forget_fd(fd);
+        unlink();
+    }
+}
+
+inline void FdOwner::move_to(Scheduler& kernel, int fd) noexcept {
+    forget(fd); // the Scheduler it waited in before stops watching the fd
+    kernel_ = &kernel;
+    FdOwner& head = kernel.fd_owners_;
+    prev_ = head.prev_;
+    next_ = &head;
+    head.prev_->next_ = this;
+    head.prev_ = this;
+}
+
+} // namespace detail
 
 /// Runs `task` to completion on a new Scheduler and gives its value (like asyncio.run). Tasks it
 /// spawned that are still alive when it completes are destroyed with the Scheduler.

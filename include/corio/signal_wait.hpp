@@ -352,8 +352,8 @@ public:
     // Movable only because GCC 12 moves a co_await operand into the frame; never moved once
     // awaited (the kernel holds its address while the task waits).
     SignalWait(SignalWait&& other) noexcept
-        : mask_(other.mask_), source_(std::move(other.source_)),
-          kernel_(std::exchange(other.kernel_, nullptr)), taken_(other.taken_) {}
+        : mask_(other.mask_), source_(std::move(other.source_)), owner_(std::move(other.owner_)),
+          taken_(other.taken_) {}
     SignalWait& operator=(SignalWait&&) = delete;
     ~SignalWait() { release(); } // a killed waiter: unregister, then close
 
@@ -369,12 +369,12 @@ public:
         if (kernel == nullptr) {
             throw std::logic_error("corio: SignalWait was awaited outside a Scheduler's task");
         }
-        kernel_ = kernel;
+        owner_.enter(*kernel, source_.fd());
         return kernel->enter(*this, caller);
     }
 
     int await_resume() {
-        Scheduler* kernel = kernel_;
+        Scheduler* kernel = owner_.kernel();
         release();
         if (kernel != nullptr) {
             kernel->throw_if_interrupted(); // a deadline ended the wait (no signal was taken)
@@ -400,16 +400,13 @@ private:
     static bool retry(void* wait) { return static_cast<SignalWait*>(wait)->attempt(); }
 
     void release() noexcept {
-        if (source_.is_open() && kernel_ != nullptr) {
-            kernel_->forget_fd(source_.fd()); // an fd is unregistered before it is closed
-        }
+        owner_.forget(source_.is_open() ? source_.fd() : -1); // unregistered before it is closed
         source_.close();
-        kernel_ = nullptr;
     }
 
     detail::SignalMask mask_;
     detail::SignalSource source_;
-    Scheduler* kernel_ = nullptr;
+    detail::FdOwner owner_; // the Scheduler it waits in (it may outlive it: see FdOwner)
     int taken_ = 0; // the signal taken, 0 while none, or -errno
 };
 

@@ -47,7 +47,7 @@ public:
         // awaited (the kernel holds its address while the task waits).
         Wait(Wait&& other) noexcept
             : event_(other.event_), fd_(std::exchange(other.fd_, -1)),
-              kernel_(std::exchange(other.kernel_, nullptr)) {}
+              owner_(std::move(other.owner_)) {}
         Wait& operator=(Wait&&) = delete;
         ~Wait() { release(); } // a killed waiter: unregister its fd, then close it
 
@@ -63,12 +63,12 @@ public:
             if (fd_ < 0) {
                 throw std::system_error(errno, std::system_category(), "corio: StopEvent: dup");
             }
-            kernel_ = kernel;
+            owner_.enter(*kernel, fd_);
             return kernel->enter(*this, caller);
         }
 
         void await_resume() {
-            Scheduler* kernel = kernel_;
+            Scheduler* kernel = owner_.kernel();
             release();
             if (kernel != nullptr) {
                 kernel->throw_if_interrupted(); // a deadline ended the wait
@@ -85,19 +85,16 @@ public:
         static bool is_set(void* event) noexcept { return static_cast<StopEvent*>(event)->is_set(); }
 
         void release() noexcept {
+            owner_.forget(fd_); // an fd is unregistered before it is closed
             if (fd_ >= 0) {
-                if (kernel_ != nullptr) {
-                    kernel_->forget_fd(fd_); // an fd is unregistered before it is closed
-                }
                 ::close(fd_);
                 fd_ = -1;
             }
-            kernel_ = nullptr;
         }
 
         const StopEvent* event_;
         int fd_ = -1; // our dup of the event's fd, while we wait
-        Scheduler* kernel_ = nullptr;
+        detail::FdOwner owner_; // the Scheduler it waits in (it may outlive it: see FdOwner)
     };
 
     /// Throws std::system_error if the fd cannot be created.

@@ -68,7 +68,7 @@ bool attempt_io(ssize_t& result, Call call) noexcept {
 }
 
 // Receives one datagram and who sent it (recvmsg, for the MSG_TRUNC flag it reports).
-class RecvFromOperation : public SocketOperation<RecvFromOperation> {
+class [[nodiscard]] RecvFromOperation : public SocketOperation<RecvFromOperation> {
 public:
     static constexpr Interest direction = Interest::read;
 
@@ -109,7 +109,7 @@ private:
 
 // Sends one datagram, to `peer` or (null) to the connected peer. All of it or nothing: a datagram
 // is never split, so the count is the size unless the call fails.
-class SendToOperation : public SocketOperation<SendToOperation> {
+class [[nodiscard]] SendToOperation : public SocketOperation<SendToOperation> {
 public:
     static constexpr Interest direction = Interest::write;
 

@@ -20,6 +20,9 @@ public:
     [[nodiscard]] std::size_t size() const noexcept { return chunks_.size() * chunk_size; }
 
     Entry& operator[](std::size_t fd) noexcept { return chunks_[fd / chunk_size][fd % chunk_size]; }
+    const Entry& operator[](std::size_t fd) const noexcept {
+        return chunks_[fd / chunk_size][fd % chunk_size];
+    }
 
     /// Makes entry `fd` exist (default-constructed, as all new ones are).
     void make_room_for(std::size_t fd) {
