@@ -17,7 +17,7 @@
 #include <utility>
 #include <vector>
 
-#include <corio/async_socket.hpp>
+#include <corio/net/async_socket.hpp>
 #include <corio/scheduler.hpp>
 #include <corio/syscalls.hpp>
 

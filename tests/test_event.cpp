@@ -1,7 +1,7 @@
-// Tests for corio/event.hpp: set/clear/is_set, wait returning at once when set, FIFO wake-up of
+// Tests for corio/sync/event.hpp: set/clear/is_set, wait returning at once when set, FIFO wake-up of
 // every waiter, waiters that are killed or time out leaving the wait list, misuse across
 // Schedulers.
-#include <corio/event.hpp> // first: the header stands alone
+#include <corio/sync/event.hpp> // first: the header stands alone
 
 #include <chrono>
 #include <exception>

@@ -23,9 +23,9 @@
 
 #include <netinet/in.h>
 
-#include <corio/async_socket.hpp>
+#include <corio/net/async_socket.hpp>
 #include <corio/scheduler.hpp>
-#include <corio/stop_event.hpp>
+#include <corio/sync/stop_event.hpp>
 #include <corio/syscalls.hpp>
 
 #include "support/catch.hpp"

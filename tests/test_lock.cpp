@@ -1,7 +1,7 @@
-// Tests for corio/lock.hpp: Guard (RAII, move, unlock), try_acquire, mutual exclusion across
+// Tests for corio/sync/lock.hpp: Guard (RAII, move, unlock), try_acquire, mutual exclusion across
 // suspensions, FIFO hand-off without barging, cancellation (kill, timeout_after, ignore_after) of
 // waiters, a lock handed to a waiter that dies before it runs, exceptions, teardown.
-#include <corio/lock.hpp> // first: the header stands alone
+#include <corio/sync/lock.hpp> // first: the header stands alone
 
 #include <algorithm>
 #include <chrono>

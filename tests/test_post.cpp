@@ -13,7 +13,7 @@
 #include <thread>
 #include <vector>
 
-#include <corio/event.hpp>
+#include <corio/sync/event.hpp>
 #include <corio/syscalls.hpp>
 
 #include "support/catch.hpp"

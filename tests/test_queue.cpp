@@ -1,8 +1,8 @@
-// Tests for corio/queue.hpp: try_put/try_get, waiting get and put, direct hand-off to the oldest
+// Tests for corio/sync/queue.hpp: try_put/try_get, waiting get and put, direct hand-off to the oldest
 // getter, FIFO order of getters and of putters, backpressure, cancellation (kill, timeout_after,
 // ignore_after) of each kind of waiter, values given back by getters killed after a hand-off,
 // move-only and counted values, exceptions, and many producers and consumers.
-#include <corio/queue.hpp> // first: the header stands alone
+#include <corio/sync/queue.hpp> // first: the header stands alone
 
 #include <algorithm>
 #include <chrono>

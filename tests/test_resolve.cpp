@@ -1,7 +1,7 @@
-// Tests for corio/resolve.hpp and AsyncSocket::connect by name: "localhost" resolves to a
+// Tests for corio/net/resolve.hpp and AsyncSocket::connect by name: "localhost" resolves to a
 // loopback address (on the thread pool), numeric addresses never touch the pool, connect tries the
 // resolved addresses in turn, and bad names fail with a std::system_error that says why.
-#include <corio/resolve.hpp> // first: the header stands alone
+#include <corio/net/resolve.hpp> // first: the header stands alone
 
 #include <netdb.h>
 
@@ -13,7 +13,7 @@
 #include <system_error>
 #include <vector>
 
-#include <corio/async_socket.hpp>
+#include <corio/net/async_socket.hpp>
 #include <corio/scheduler.hpp>
 #include <corio/syscalls.hpp>
 

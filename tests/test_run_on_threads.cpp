@@ -3,9 +3,9 @@
 // threads: ctest labels them `threads`, and they run under ThreadSanitizer too.
 #include <corio/run_on_threads.hpp>
 
-#include <corio/async_socket.hpp>
+#include <corio/net/async_socket.hpp>
 #include <corio/scheduler.hpp>
-#include <corio/stop_event.hpp>
+#include <corio/sync/stop_event.hpp>
 #include <corio/syscalls.hpp>
 
 #include <arpa/inet.h>

@@ -15,10 +15,10 @@
 #include <corio/scheduler.hpp>
 #include <corio/syscalls.hpp>
 
-#include <corio/event.hpp>
-#include <corio/lock.hpp>
-#include <corio/queue.hpp>
-#include <corio/semaphore.hpp>
+#include <corio/sync/event.hpp>
+#include <corio/sync/lock.hpp>
+#include <corio/sync/queue.hpp>
+#include <corio/sync/semaphore.hpp>
 
 #include "support/catch.hpp"
 #include "support/counted.hpp"

@@ -20,7 +20,7 @@
 #include <vector>
 
 #include <corio/scheduler.hpp>
-#include <corio/selector.hpp>
+#include <corio/backend/selector.hpp>
 #include <corio/syscalls.hpp>
 #include <corio/task.hpp>
 

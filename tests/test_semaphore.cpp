@@ -1,7 +1,7 @@
-// Tests for corio/semaphore.hpp: value/try_acquire/release, a bound on concurrency, FIFO hand-off
+// Tests for corio/sync/semaphore.hpp: value/try_acquire/release, a bound on concurrency, FIFO hand-off
 // without barging, cancellation (kill, timeout_after, ignore_after) of waiters, a permit handed to
 // a waiter that dies before it runs, exceptions, teardown.
-#include <corio/semaphore.hpp> // first: the header stands alone
+#include <corio/sync/semaphore.hpp> // first: the header stands alone
 
 #include <algorithm>
 #include <chrono>

@@ -8,7 +8,7 @@
 #include <sys/socket.h>
 #include <system_error>
 
-#include <corio/socket_address.hpp>
+#include <corio/net/socket_address.hpp>
 
 #include "support/catch.hpp"
 #include "support/leak_check.hpp"

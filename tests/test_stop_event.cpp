@@ -1,5 +1,5 @@
-// Tests of corio/stop_event.hpp: a one-shot flag that wakes tasks of any Scheduler, on any thread.
-#include <corio/stop_event.hpp>
+// Tests of corio/sync/stop_event.hpp: a one-shot flag that wakes tasks of any Scheduler, on any thread.
+#include <corio/sync/stop_event.hpp>
 
 #include <corio/scheduler.hpp>
 #include <corio/syscalls.hpp>

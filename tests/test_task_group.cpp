@@ -1,4 +1,4 @@
-// Tests for corio/task_group.hpp: TaskGroup spawns children as tasks of their own, waits for all
+// Tests for corio/group/task_group.hpp: TaskGroup spawns children as tasks of their own, waits for all
 // of them, propagates the first failure and kills the rest, and never lets a child outlive it.
 #include <chrono>
 #include <exception>
@@ -9,7 +9,7 @@
 
 #include <corio/scheduler.hpp>
 #include <corio/syscalls.hpp>
-#include <corio/task_group.hpp>
+#include <corio/group/task_group.hpp>
 #include <corio/timeout.hpp>
 #include <corio/virtual_clock.hpp>
 

@@ -20,7 +20,7 @@
 #include <corio/scheduler.hpp>
 #include <corio/syscalls.hpp>
 #include <corio/timeout.hpp>
-#include <corio/udp_socket.hpp>
+#include <corio/net/udp_socket.hpp>
 
 #include "support/catch.hpp"
 #include "support/helpers.hpp"

@@ -15,12 +15,12 @@
 #include <unistd.h>
 #include <utility>
 
-#include <corio/async_socket.hpp>
+#include <corio/net/async_socket.hpp>
 #include <corio/scheduler.hpp>
-#include <corio/socket_address.hpp>
+#include <corio/net/socket_address.hpp>
 #include <corio/syscalls.hpp>
 #include <corio/timeout.hpp>
-#include <corio/unix_socket.hpp>
+#include <corio/net/unix_socket.hpp>
 
 #include "support/catch.hpp"
 #include "support/helpers.hpp"

@@ -1,4 +1,4 @@
-// Tests for corio/when_all.hpp: the tasks run concurrently as tasks of their own, their values come
+// Tests for corio/group/when_all.hpp: the tasks run concurrently as tasks of their own, their values come
 // back in argument order, and the first failure kills the rest and propagates.
 #include <chrono>
 #include <exception>
@@ -13,8 +13,8 @@
 #include <corio/syscalls.hpp>
 #include <corio/timeout.hpp>
 #include <corio/virtual_clock.hpp>
-#include <corio/when_all.hpp>
-#include <corio/when_any.hpp>
+#include <corio/group/when_all.hpp>
+#include <corio/group/when_any.hpp>
 
 #include "support/catch.hpp"
 #include "support/counted.hpp"

@@ -1,4 +1,4 @@
-// Tests for corio/when_any.hpp: the first task to finish wins, by returning or throwing; the rest
+// Tests for corio/group/when_any.hpp: the first task to finish wins, by returning or throwing; the rest
 // are killed and gone - frames destroyed, nothing registered - before when_any gives its result.
 #include <chrono>
 #include <exception>
@@ -11,7 +11,7 @@
 #include <corio/syscalls.hpp>
 #include <corio/timeout.hpp>
 #include <corio/virtual_clock.hpp>
-#include <corio/when_any.hpp>
+#include <corio/group/when_any.hpp>
 
 #include "support/catch.hpp"
 #include "support/counted.hpp"

@@ -31,7 +31,7 @@
 #include <system_error>
 #include <vector>
 
-#include <corio/socket_address.hpp>
+#include <corio/net/socket_address.hpp>
 
 namespace examples {
 

@@ -30,7 +30,7 @@
 #include "corio/scheduler.hpp"
 #include "corio/system_call.hpp"
 #include "corio/thread_pool.hpp"
-#include "corio/detail/inbox.hpp"
+#include "corio/kernel/inbox.hpp"
 
 #include <atomic>
 #include <cerrno>

@@ -31,9 +31,9 @@
 //     may end the process; claim the signals before calling this (threads inherit the mask).
 #pragma once
 
-#include "corio/async_socket.hpp"
+#include "corio/net/async_socket.hpp"
 #include "corio/scheduler.hpp"
-#include "corio/stop_event.hpp"
+#include "corio/sync/stop_event.hpp"
 #include "corio/task.hpp"
 
 #include <sys/socket.h>

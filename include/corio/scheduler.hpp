@@ -33,7 +33,7 @@
 // door, so however many finish at once, the loop wakes once for them.
 #pragma once
 
-#include "corio/selector.hpp"
+#include "corio/backend/selector.hpp"
 #include "corio/system_call.hpp"
 #include "corio/task.hpp"
 #include "corio/task_exit.hpp"
@@ -41,7 +41,7 @@
 #include "corio/thread_pool.hpp"
 #include "corio/virtual_clock.hpp"
 #include "corio/detail/fd_table.hpp"
-#include "corio/detail/inbox.hpp"
+#include "corio/kernel/inbox.hpp"
 #include "corio/detail/task_list.hpp"
 #include "corio/detail/timer_heap.hpp"
 

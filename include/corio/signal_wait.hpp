@@ -41,7 +41,7 @@
 #pragma once
 
 #include "corio/scheduler.hpp"
-#include "corio/selector.hpp"
+#include "corio/backend/selector.hpp"
 
 #include <fcntl.h>
 #include <pthread.h>

@@ -39,8 +39,8 @@
 #include <utility>
 #include <vector>
 
-#include <corio/async_socket.hpp>
-#include <corio/event.hpp>
+#include <corio/net/async_socket.hpp>
+#include <corio/sync/event.hpp>
 #include <corio/scheduler.hpp>
 #include <corio/syscalls.hpp>
 #include <corio/task.hpp>

@@ -1,7 +1,7 @@
-// corio/detail/epoll_selector.hpp - the Linux selector (see corio/selector.hpp for the contract).
+// corio/backend/epoll_selector.hpp - the Linux selector (see corio/backend/selector.hpp for the contract).
 #pragma once
 
-#include "corio/selector.hpp"
+#include "corio/backend/selector.hpp"
 
 #include <sys/epoll.h>
 #include <unistd.h>

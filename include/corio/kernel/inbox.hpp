@@ -1,4 +1,4 @@
-// corio/detail/inbox.hpp - the Scheduler's one thread-safe door: a FIFO that any thread fills and
+// corio/kernel/inbox.hpp - the Scheduler's one thread-safe door: a FIFO that any thread fills and
 // the loop's thread empties.
 //
 // Items are intrusive (a posted callable, a finished thread-pool job), so delivering one takes a
@@ -8,7 +8,7 @@
 // that the loop can look without a lock or a system call between two passes.
 #pragma once
 
-#include "corio/detail/wake_channel.hpp"
+#include "corio/backend/wake_channel.hpp"
 
 #include <atomic>
 #include <mutex>

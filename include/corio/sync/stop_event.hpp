@@ -1,4 +1,4 @@
-// corio/stop_event.hpp - StopEvent: a one-shot flag that wakes tasks in every Scheduler, on any
+// corio/sync/stop_event.hpp - StopEvent: a one-shot flag that wakes tasks in every Scheduler, on any
 // thread, once it is set.
 //
 //     corio::StopEvent stop;
@@ -17,7 +17,7 @@
 #pragma once
 
 #include "corio/scheduler.hpp"
-#include "corio/selector.hpp"
+#include "corio/backend/selector.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>

@@ -1,7 +1,7 @@
-// corio/detail/poll_selector.hpp - the portable selector (see corio/selector.hpp for the contract).
+// corio/backend/poll_selector.hpp - the portable selector (see corio/backend/selector.hpp for the contract).
 #pragma once
 
-#include "corio/selector.hpp"
+#include "corio/backend/selector.hpp"
 
 #include <poll.h>
 

@@ -1,4 +1,4 @@
-// corio/selector.hpp - the contract between the kernel and the operating system's readiness API.
+// corio/backend/selector.hpp - the contract between the kernel and the operating system's readiness API.
 //
 // A selector knows which fds the kernel watches and for what, and reports which became ready. It
 // keeps no tasks: the Scheduler maps fds to waiting tasks itself. The whole contract:
@@ -77,9 +77,9 @@ private:
 } // namespace detail
 } // namespace corio
 
-#include "corio/detail/poll_selector.hpp"
+#include "corio/backend/poll_selector.hpp"
 #if defined(__linux__)
-#include "corio/detail/epoll_selector.hpp"
+#include "corio/backend/epoll_selector.hpp"
 #endif
 
 namespace corio {

@@ -1,4 +1,4 @@
-// corio/semaphore.hpp - Semaphore: a counter of permits between the tasks of one Scheduler.
+// corio/sync/semaphore.hpp - Semaphore: a counter of permits between the tasks of one Scheduler.
 //
 //     corio::Semaphore slots(3);      // at most 3 tasks at a time past acquire()
 //     co_await slots.acquire();       // takes a permit, suspending while there is none

@@ -1,4 +1,4 @@
-// corio/when_any.hpp - when_any: run tasks concurrently; the first to finish wins, the rest are
+// corio/group/when_any.hpp - when_any: run tasks concurrently; the first to finish wins, the rest are
 // killed.
 //
 //     corio::WhenAny<std::string> first = co_await corio::when_any(std::move(mirrors));
@@ -40,7 +40,7 @@
 #include <variant>
 #include <vector>
 
-#include "corio/detail/child_set.hpp"
+#include "corio/group/child_set.hpp"
 #include "corio/task.hpp"
 
 namespace corio {

@@ -1,4 +1,4 @@
-// corio/detail/wake_channel.hpp - a file descriptor other threads make readable to wake the loop.
+// corio/backend/wake_channel.hpp - a file descriptor other threads make readable to wake the loop.
 //
 // The loop sleeps in epoll_wait or poll; another thread cannot call into it, but it can make an
 // fd the loop watches readable. On Linux that fd is an eventfd (one fd, an 8-byte counter); on

@@ -1,4 +1,4 @@
-// corio/async_socket.hpp - AsyncSocket: a non-blocking stream socket (TCP or Unix) for tasks.
+// corio/net/async_socket.hpp - AsyncSocket: a non-blocking stream socket (TCP or Unix) for tasks.
 //
 // Every operation first tries the system call; only when the kernel answers EAGAIN does the task
 // wait, and then try again. Readiness is a hint, the system call is the truth.
@@ -23,9 +23,9 @@
 // writers in the kernel, plus a flag in the socket's padding (see SendOperation).
 #pragma once
 
-#include "corio/resolve.hpp"
+#include "corio/net/resolve.hpp"
 #include "corio/scheduler.hpp"
-#include "corio/socket_address.hpp"
+#include "corio/net/socket_address.hpp"
 #include "corio/syscalls.hpp"
 #include "corio/task.hpp"
 #include "corio/timeout.hpp"

@@ -1,4 +1,4 @@
-// corio/task_group.hpp - TaskGroup: run child tasks as one unit; no child outlives the group.
+// corio/group/task_group.hpp - TaskGroup: run child tasks as one unit; no child outlives the group.
 //
 //     corio::Task<> serve_both(corio::AsyncSocket a, corio::AsyncSocket b) {
 //         corio::TaskGroup group;
@@ -58,7 +58,7 @@
 #include <cstddef>
 #include <utility>
 
-#include "corio/detail/child_set.hpp"
+#include "corio/group/child_set.hpp"
 #include "corio/scheduler.hpp"
 #include "corio/system_call.hpp"
 #include "corio/task.hpp"

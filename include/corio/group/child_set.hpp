@@ -1,4 +1,4 @@
-// corio/detail/child_set.hpp - the machinery under TaskGroup, when_all and when_any: a set of
+// corio/group/child_set.hpp - the machinery under TaskGroup, when_all and when_any: a set of
 // child tasks, each run by a small supervising coroutine that reports back to the set.
 //
 //   the owner task (spawns, waits)             one task per child, scheduled by the kernel

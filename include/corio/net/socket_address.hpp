@@ -1,4 +1,4 @@
-// corio/socket_address.hpp - a socket endpoint: IPv4 or IPv6 (numeric address and port), or a
+// corio/net/socket_address.hpp - a socket endpoint: IPv4 or IPv6 (numeric address and port), or a
 // Unix-domain socket's path.
 //
 // One type for every family, rather than a separate UnixAddress: accept(), local_address() and

@@ -1,4 +1,4 @@
-// corio/udp_socket.hpp - UdpSocket: a non-blocking UDP (datagram) socket for tasks.
+// corio/net/udp_socket.hpp - UdpSocket: a non-blocking UDP (datagram) socket for tasks.
 //
 //     corio::UdpSocket socket = corio::UdpSocket::bind("::1", 0);
 //     corio::Datagram got = co_await socket.recv_from(buffer);          // one datagram
@@ -33,9 +33,9 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
-#include "corio/async_socket.hpp"
+#include "corio/net/async_socket.hpp"
 #include "corio/scheduler.hpp"
-#include "corio/socket_address.hpp"
+#include "corio/net/socket_address.hpp"
 
 namespace corio {
 

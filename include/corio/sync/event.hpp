@@ -1,4 +1,4 @@
-// corio/event.hpp - Event: a flag that tasks can wait for (curio's and asyncio's Event).
+// corio/sync/event.hpp - Event: a flag that tasks can wait for (curio's and asyncio's Event).
 //
 //     corio::Event ready;
 //     co_await ready.wait();   // in some tasks: returns at once if the flag is set

@@ -1,4 +1,4 @@
-// corio/unix_socket.hpp - Unix-domain stream sockets: the same AsyncSocket, another address.
+// corio/net/unix_socket.hpp - Unix-domain stream sockets: the same AsyncSocket, another address.
 //
 //     auto path = corio::SocketAddress::from_path("/run/me/server.sock");
 //     corio::AsyncSocket listener = corio::AsyncSocket::listen(path);     // creates the file
@@ -28,7 +28,7 @@
 #include <unistd.h>
 #include <utility>
 
-#include "corio/async_socket.hpp"
+#include "corio/net/async_socket.hpp"
 
 namespace corio {
 

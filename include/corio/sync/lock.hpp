@@ -1,4 +1,4 @@
-// corio/lock.hpp - Lock: mutual exclusion between the tasks of one Scheduler (curio's Lock).
+// corio/sync/lock.hpp - Lock: mutual exclusion between the tasks of one Scheduler (curio's Lock).
 //
 //     corio::Lock lock;
 //     {

@@ -1,4 +1,4 @@
-// corio/resolve.hpp - name resolution: `co_await corio::resolve("localhost", 8000)`.
+// corio/net/resolve.hpp - name resolution: `co_await corio::resolve("localhost", 8000)`.
 //
 // getaddrinfo blocks (it may ask a DNS server and wait seconds for the answer), so it runs on the
 // Scheduler's thread pool (run_in_thread.hpp) while the loop serves the other tasks. A numeric
@@ -15,7 +15,7 @@
 #pragma once
 
 #include "corio/run_in_thread.hpp"
-#include "corio/socket_address.hpp"
+#include "corio/net/socket_address.hpp"
 #include "corio/task.hpp"
 
 #include <netdb.h>

@@ -1,4 +1,4 @@
-// corio/queue.hpp - Queue<T>: a FIFO between tasks, bounded for backpressure (curio's Queue).
+// corio/sync/queue.hpp - Queue<T>: a FIFO between tasks, bounded for backpressure (curio's Queue).
 //
 //     corio::Queue<Job> jobs(100);          // at most 100 items waiting; 0 = unbounded
 //     co_await jobs.put(std::move(job));    // producer: suspends while the queue is full

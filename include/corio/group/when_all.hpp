@@ -1,4 +1,4 @@
-// corio/when_all.hpp - when_all: run tasks concurrently and collect every value, in order.
+// corio/group/when_all.hpp - when_all: run tasks concurrently and collect every value, in order.
 //
 //     auto [user, orders] = co_await corio::when_all(fetch_user(id), fetch_orders(id));
 //     std::vector<std::string> pages = co_await corio::when_all(std::move(fetches));
@@ -36,7 +36,7 @@
 #include <variant>
 #include <vector>
 
-#include "corio/detail/child_set.hpp"
+#include "corio/group/child_set.hpp"
 #include "corio/task.hpp"
 
 namespace corio {
