@@ -91,7 +91,7 @@ TEST_CASE("Many sleepers with shuffled durations wake in deadline order, each ex
 }
 
 // All armed at once, each timer the first of its kind (the pool grows with them: see
-// Scheduler::lend_timer); 1000 distinct deadlines, 100 sleepers each, armed in shuffled order.
+// Timers::arm_sleep in kernel/timers.hpp); 1000 distinct deadlines, 100 sleepers each, armed in shuffled order.
 // bench/sleepers measures the same with a million, on the real clock.
 TEST_CASE("100k sleepers armed at once all wake, in deadline order (FIFO among equals)",
           "[timers]") {

@@ -110,7 +110,7 @@ public:
 
     // ---- back on the loop
 
-    void run(Scheduler& kernel) override {
+    void run(Kernel& kernel) override {
         if (abandoned_.load(std::memory_order_relaxed)) {
             delete this;
             return;

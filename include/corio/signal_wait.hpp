@@ -41,6 +41,8 @@
 #pragma once
 
 #include "corio/scheduler.hpp"
+#include "corio/kernel/async_fd.hpp"
+#include "corio/kernel/fd_awaiter.hpp"
 #include "corio/backend/selector.hpp"
 
 #include <fcntl.h>
@@ -341,73 +343,66 @@ inline void claim_signals(std::initializer_list<int> signals) {
 
 /// `int number = co_await SignalWait{SIGINT, SIGTERM};` waits until one of the signals arrives
 /// (or takes one that is pending) and gives its number. See the top of this file.
-class [[nodiscard]] SignalWait {
+class [[nodiscard]] SignalWait : public detail::FdAwaiter<SignalWait> {
 public:
     /// Throws std::system_error (EINVAL) for SIGKILL, SIGSTOP or a number that is no signal.
     /// (A list of ints rather than a std::initializer_list: GCC 12 cannot keep the latter's
     /// array in a coroutine frame, which `co_await SignalWait{...}` needs.)
     template <std::same_as<int>... More>
     [[nodiscard]] explicit SignalWait(int signal, More... more)
-        : mask_(detail::signal_mask_of({signal, more...})) {}
+        : FdAwaiter(watched_, Kind::read, Interest::read),
+          mask_(detail::signal_mask_of({signal, more...})) {}
     // Movable only because GCC 12 moves a co_await operand into the frame; never moved once
     // awaited (the kernel holds its address while the task waits).
     SignalWait(SignalWait&& other) noexcept
-        : mask_(other.mask_), source_(std::move(other.source_)), owner_(std::move(other.owner_)),
-          taken_(other.taken_) {}
+        : FdAwaiter(watched_, Kind::read, Interest::read), mask_(other.mask_),
+          source_(std::move(other.source_)), watched_(std::move(other.watched_)) {
+        result_ = other.result_;
+    }
     SignalWait& operator=(SignalWait&&) = delete;
     ~SignalWait() { release(); } // a killed waiter: unregister, then close
 
     bool await_ready() {
         detail::claim_signal_mask(mask_);
         source_.open(mask_);
-        return attempt();
-    }
-
-    template <class Promise>
-    bool await_suspend(std::coroutine_handle<Promise> caller) {
-        Scheduler* kernel = caller.promise().kernel();
-        if (kernel == nullptr) {
-            throw std::logic_error("corio: SignalWait was awaited outside a Scheduler's task");
+        if (!watched_.is_open()) {
+            watched_ = AsyncFd(source_.fd()); // the source owns it: see release()
         }
-        owner_.enter(*kernel, source_.fd());
-        return kernel->enter(*this, caller);
+        return try_now();
     }
 
     int await_resume() {
-        Scheduler* kernel = owner_.kernel();
+        detail::Kernel* kernel = watched_.kernel();
         release();
         if (kernel != nullptr) {
             kernel->throw_if_interrupted(); // a deadline ended the wait (no signal was taken)
         }
-        if (taken_ <= 0) { // an error, or woken without a signal (someone forgot our fd)
-            throw std::system_error(taken_ < 0 ? -taken_ : EAGAIN, std::system_category(),
-                                    "corio: SignalWait");
+        if (result_ == pending || result_ < 0) { // woken without a signal (our fd forgotten), or an error
+            throw std::system_error(result_ < 0 && result_ != pending ? -result_ : EAGAIN,
+                                    std::system_category(), "corio: SignalWait");
         }
-        return taken_;
+        return result_;
     }
 
-    // The trap (Scheduler::enter): wait for the source fd, taking a signal on each readiness.
-    bool handle(Scheduler& kernel, TaskId /*caller*/) {
-        kernel.wait_for_io(source_.fd(), Interest::read, &retry, this);
+    bool try_now() noexcept {
+        const int taken = source_.take(); // a signal, 0 while none, or -errno
+        if (taken == 0) {
+            return false;
+        }
+        result_ = taken;
         return true;
     }
+    static const char* name() noexcept { return "SignalWait"; }
 
 private:
-    bool attempt() noexcept {
-        taken_ = source_.take();
-        return taken_ != 0; // a signal, or an error to report
-    }
-    static bool retry(void* wait) { return static_cast<SignalWait*>(wait)->attempt(); }
-
     void release() noexcept {
-        owner_.forget(source_.is_open() ? source_.fd() : -1); // unregistered before it is closed
+        static_cast<void>(watched_.release()); // unregistered before the source closes it
         source_.close();
     }
 
     detail::SignalMask mask_;
     detail::SignalSource source_;
-    detail::FdOwner owner_; // the Scheduler it waits in (it may outlive it: see FdOwner)
-    int taken_ = 0; // the signal taken, 0 while none, or -errno
+    AsyncFd watched_; // the source's fd, and the Scheduler it waits in
 };
 
 } // namespace corio

@@ -98,7 +98,7 @@ private:
 };
 
 // Where frames that are being destroyed hand what their destructors throw (see destroy_frame): the
-// kernel points it at a vector of its own while it destroys a task (Scheduler::destroy_root).
+// kernel points it at a vector of its own while it destroys a task (Failures::destroy_frames in kernel/failures.hpp).
 inline thread_local std::vector<std::exception_ptr>* destruction_failures = nullptr;
 
 // A destructor threw while a frame was being destroyed: the kernel reports it like a failure

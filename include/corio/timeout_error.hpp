@@ -8,7 +8,8 @@ namespace corio {
 
 namespace detail {
 struct TimeoutScope;
-}
+class DeadlineScopes;
+} // namespace detail
 
 /// Thrown by `co_await timeout_after(...)` when its deadline passes first.
 ///
@@ -26,7 +27,7 @@ public:
     [[nodiscard]] const detail::TimeoutScope* scope() const noexcept { return scope_; }
 
 private:
-    friend class Scheduler;
+    friend class detail::DeadlineScopes; // throws it for a scope whose deadline passed
     explicit TimeoutError(const detail::TimeoutScope* scope) : TimeoutError() { scope_ = scope; }
 
     const detail::TimeoutScope* scope_ = nullptr;

@@ -11,13 +11,14 @@
 #include "corio/backend/wake_channel.hpp"
 
 #include <atomic>
+#include <cstddef>
+#include <memory>
 #include <mutex>
+#include <utility>
 
-namespace corio {
+namespace corio::detail {
 
-class Scheduler;
-
-namespace detail {
+class Kernel;
 
 // Something delivered to the loop. Exactly one of run() and discard() is called, on the loop's
 // thread; either frees the item.
@@ -28,7 +29,7 @@ public:
     InboxItem& operator=(const InboxItem&) = delete;
 
     /// Does what the item was delivered for. May throw (the Scheduler reports it).
-    virtual void run(Scheduler& kernel) = 0;
+    virtual void run(Kernel& kernel) = 0;
     /// The Scheduler is being destroyed: free the item without running it.
     virtual void discard() noexcept = 0;
 
@@ -39,6 +40,8 @@ private:
     friend class Inbox;
     InboxItem* next_in_inbox_ = nullptr;
 };
+
+class InboxHold;
 
 class Inbox {
 public:
@@ -114,6 +117,11 @@ public:
         return Batch(head);
     }
 
+    /// Any thread: keeps the loop from returning for lack of work while the InboxHold lives.
+    [[nodiscard]] InboxHold hold() noexcept;
+    /// Whether an InboxHold lives.
+    [[nodiscard]] bool held() const noexcept { return holds_.load(std::memory_order_acquire) > 0; }
+
     /// Frees every queued item without running it.
     void discard_all() noexcept {
         Batch batch = take_all();
@@ -121,6 +129,8 @@ public:
     }
 
 private:
+    friend class InboxHold;
+
     void signal() noexcept {
         if (!pending_.load(std::memory_order_relaxed)) {
             pending_.store(true, std::memory_order_release);
@@ -135,7 +145,61 @@ private:
     InboxItem* head_ = nullptr;
     InboxItem* tail_ = nullptr;
     std::atomic<bool> pending_{false};
+    std::atomic<std::size_t> holds_{0};
 };
 
-} // namespace detail
-} // namespace corio
+// What Scheduler::post() queues: a callable, run once on the loop's thread.
+template <class Callable>
+class Posted final : public InboxItem {
+public:
+    template <class Given>
+    explicit Posted(Given&& callable) : callable_(std::forward<Given>(callable)) {}
+
+    void run(Kernel& /*kernel*/) override {
+        const std::unique_ptr<Posted> self(this); // freed even if it throws
+        callable_();
+    }
+    void discard() noexcept override { delete this; }
+
+private:
+    Callable callable_;
+};
+
+// Keeps the loop from returning for lack of work while it exists (Scheduler::hold()). Move-only;
+// must not outlive its Inbox. Thread-safe.
+class InboxHold {
+public:
+    InboxHold() noexcept = default;
+    InboxHold(InboxHold&& other) noexcept : inbox_(std::exchange(other.inbox_, nullptr)) {}
+    InboxHold& operator=(InboxHold&& other) noexcept {
+        if (this != &other) {
+            release();
+            inbox_ = std::exchange(other.inbox_, nullptr);
+        }
+        return *this;
+    }
+    InboxHold(const InboxHold&) = delete;
+    InboxHold& operator=(const InboxHold&) = delete;
+    ~InboxHold() { release(); }
+
+    /// Lets run() return again when nothing is left to do (and wakes it to notice). Idempotent.
+    void release() noexcept {
+        if (Inbox* inbox = std::exchange(inbox_, nullptr)) {
+            inbox->holds_.fetch_sub(1, std::memory_order_release);
+            inbox->poke();
+        }
+    }
+
+private:
+    friend class Inbox;
+    explicit InboxHold(Inbox& inbox) noexcept : inbox_(&inbox) {}
+
+    Inbox* inbox_ = nullptr;
+};
+
+inline InboxHold Inbox::hold() noexcept {
+    holds_.fetch_add(1, std::memory_order_relaxed);
+    return InboxHold(*this);
+}
+
+} // namespace corio::detail

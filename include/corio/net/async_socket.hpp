@@ -3,17 +3,10 @@
 // Every operation first tries the system call; only when the kernel answers EAGAIN does the task
 // wait, and then try again. Readiness is a hint, the system call is the truth.
 //
-// recv, send and send_all are awaitables without a coroutine frame (no allocation per call). When
-// one must wait, it hands the kernel its retry (Scheduler::wait_for_io): on readiness the kernel
-// tries the call again before it resumes the task, so a stale readiness costs no resumption, and
-// a task resumes only with its operation done. One exception to "try first": after a read that
-// returned less than the buffer could take, the socket's receive queue was empty, so the next recv
-// waits for readiness before it tries (the EAGAIN it would get costs a system call per message).
-//
-// The socket remembers the Scheduler it last waited in, so that closing it unregisters the fd there
-// before the fd is closed (detail::FdOwner in scheduler.hpp): a socket may outlive that Scheduler
-// (it only closes its fd then), and may wait in another Scheduler of the same thread later (the
-// first one forgets the fd then).
+// recv, send, send_all and the waits are FdOperations (kernel/fd_awaiter.hpp): no coroutine frame,
+// no allocation per call, and a task resumes only with its operation done. The socket is an
+// AsyncFd (kernel/async_fd.hpp): closing it unregisters the fd from the Scheduler it last waited
+// in, it may outlive that Scheduler, and it may wait in another Scheduler of the same thread later.
 //
 // Sends keep their order. Two tasks that send on one socket at once (send_all, send, in any mix)
 // never interleave their bytes: a send that finds another one waiting for room queues behind it,
@@ -25,6 +18,8 @@
 
 #include "corio/net/resolve.hpp"
 #include "corio/scheduler.hpp"
+#include "corio/kernel/async_fd.hpp"
+#include "corio/kernel/fd_awaiter.hpp"
 #include "corio/net/socket_address.hpp"
 #include "corio/syscalls.hpp"
 #include "corio/task.hpp"
@@ -66,38 +61,36 @@ namespace detail {
     throw std::system_error(error, std::system_category(), "corio: " + what);
 }
 
-// What an AsyncSocket holds. Its operations point at it rather than copy it: they live in the
-// awaiting frame (twice, with GCC 12: the operand and the awaiter), so every word counts.
-// As an FdOwner it knows the Scheduler it waited in: closing unregisters the fd there.
-struct SocketState : FdOwner {
-    int fd = -1;
+// What an AsyncSocket holds: its fd (an AsyncFd: closing unregisters it from the Scheduler it
+// waited in first) and two flags, in the AsyncFd's padding. Its operations point at it rather than
+// copy it: they live in the awaiting frame (twice, with GCC 12: the operand and the awaiter).
+struct SocketState : AsyncFd {
+    using AsyncFd::AsyncFd;
     bool drained = false; // the last recv emptied the receive queue: the next one waits first
     bool send_waited = false; // a send waited, and none was seen done since (see SendOperation)
 };
-// 16 bytes before FdOwner's ring links came (64-bit targets); the flags live in the padding.
 static_assert(sizeof(void*) != 8 || sizeof(SocketState) <= 32, "corio: SocketState grew");
 
-// Waits until the socket's fd is ready for `interest`, and tells the socket which kernel that is.
-struct [[nodiscard]] SocketWait {
-    SocketWait(SocketState& waiting, Interest direction) noexcept
-        : socket(&waiting), interest(direction) {}
+// `co_await socket.wait_readable()` / wait_writable(): readiness is the result.
+class [[nodiscard]] SocketWait : public FdAwaiter<SocketWait> {
+public:
+    SocketWait(SocketState& socket, Interest direction) noexcept
+        : FdAwaiter(socket, Kind::wait, direction) {}
 
-    SocketState* socket;
-    Interest interest;
-
-    bool handle(Scheduler& scheduler, TaskId /*caller*/) {
-        socket->enter(scheduler, socket->fd);
-        if (interest == Interest::read) {
-            scheduler.wait_for_read(socket->fd);
-        } else {
-            scheduler.wait_for_write(socket->fd);
-        }
-        return true;
-    }
-    void result() const noexcept {}
+    bool wait_first() const noexcept { return true; }
+    bool try_now() noexcept { return true; }
+    bool done() const noexcept { return true; } // woken by readiness, or by a close: both end it
+    void outcome() const noexcept {}
+    static const char* name() noexcept { return "wait"; }
 };
 
 inline bool would_block(int error) noexcept { return error == EAGAIN || error == EWOULDBLOCK; }
+
+// At most INT32_MAX bytes per system call, so that a count fits an FdOperation's result (Linux
+// moves at most INT_MAX & PAGE_MASK bytes per call anyway).
+inline std::size_t clamp_count(std::size_t size) noexcept {
+    return size < static_cast<std::size_t>(INT32_MAX) ? size : static_cast<std::size_t>(INT32_MAX);
+}
 
 // A byte buffer a socket operation takes by reference (no temporary span in the awaiting frame).
 template <class Buffer>
@@ -122,77 +115,24 @@ const std::byte* const_bytes_of(const Buffer& buffer) noexcept {
     return reinterpret_cast<const std::byte*>(std::ranges::data(buffer));
 }
 
-// A socket operation awaited without a coroutine frame. Derived supplies `direction`, `bool
-// attempt()` (try the system call once, EINTR aside: true when the operation is over, with a
-// result or an error; false on EAGAIN), `bool done()` (an attempt completed it) and `outcome()`;
-// `attempt()` runs in await_ready, and on readiness in the kernel.
-// (Not a SystemCall: it is an awaitable of its own, which traps through Scheduler::enter itself.)
-template <class Derived>
-class SocketOperation {
+// `co_await socket.recv(buffer)`. After a read that returned less than the buffer could take, the
+// socket's receive queue was empty, so the next recv waits for readiness before it tries (the
+// EAGAIN it would get costs a system call per message).
+class [[nodiscard]] RecvOperation : public FdAwaiter<RecvOperation> {
 public:
-    explicit SocketOperation(SocketState& socket) noexcept : socket_(&socket) {}
-    // Movable only because GCC 12 moves a co_await operand into the frame; it is never moved
-    // once awaited (the kernel holds its address while the task waits).
-    SocketOperation(SocketOperation&&) noexcept = default;
-    SocketOperation& operator=(SocketOperation&&) = delete;
-
-    bool await_ready() { return !self().wait_first() && self().attempt(); }
-
-    template <class Promise>
-    bool await_suspend(std::coroutine_handle<Promise> caller) {
-        Scheduler* kernel = caller.promise().kernel();
-        if (kernel == nullptr) {
-            throw std::logic_error("corio: a socket operation was awaited outside a Scheduler's task");
-        }
-        socket_->enter(*kernel, socket_->fd);
-        return kernel->enter(*this, caller);
-    }
-
-    decltype(auto) await_resume() {
-        // A deadline may have ended the wait. (Asked whether or not this operation waited: a task
-        // that did not suspend has no interruption pending, and a flag would cost the frame.)
-        if (Scheduler* kernel = socket_->kernel()) {
-            kernel->throw_if_interrupted();
-        }
-        if (!self().done() && !self().attempt()) { // woken, not completed: the fd was forgotten
-            throw_errno(EAGAIN, self().name());
-        }
-        return self().outcome();
-    }
-
-    // The trap (Scheduler::enter): wait for the fd with our retry.
-    bool handle(Scheduler& kernel, TaskId /*caller*/) {
-        kernel.wait_for_io(socket_->fd, Derived::direction, &retry, this);
-        return true;
-    }
-
-protected:
-    SocketState* socket_;
-
-private:
-    static bool retry(void* operation) {
-        return static_cast<Derived*>(static_cast<SocketOperation*>(operation))->attempt();
-    }
-    Derived& self() noexcept { return static_cast<Derived&>(*this); }
-};
-
-class [[nodiscard]] RecvOperation : public SocketOperation<RecvOperation> {
-public:
-    static constexpr Interest direction = Interest::read;
-
     RecvOperation(SocketState& socket, std::byte* data, std::size_t size) noexcept
-        : SocketOperation(socket), data_(data), size_(size) {}
+        : FdAwaiter(socket, Kind::recv, Interest::read), data_(data), size_(size) {}
 
-    bool wait_first() const noexcept { return socket_->drained && size_ != 0; }
-    bool attempt() noexcept {
+    bool wait_first() const noexcept { return socket().drained && size_ != 0; }
+    bool try_now() noexcept {
         if (size_ == 0) {
             result_ = 0; // 0 at once: the kernel would answer EAGAIN while nothing is pending
             return true;
         }
         for (;;) {
-            const ssize_t count = ::recv(socket_->fd, data_, size_, 0);
+            const ssize_t count = ::recv(socket().fd(), data_, clamp_count(size_), 0);
             if (count >= 0) {
-                result_ = count;
+                result_ = static_cast<std::int32_t>(count);
                 return true;
             }
             if (errno != EINTR) {
@@ -207,20 +147,19 @@ public:
     bool done() const noexcept { return result_ != pending; }
     std::size_t outcome() {
         if (result_ < 0) {
-            throw_errno(static_cast<int>(-result_), "recv");
+            throw_errno(-result_, "recv");
         }
         const auto received = static_cast<std::size_t>(result_);
-        socket_->drained = received > 0 && received < size_;
+        socket().drained = received > 0 && received < size_;
         return received;
     }
     static const char* name() noexcept { return "recv"; }
 
 private:
-    static constexpr ssize_t pending = -1 - static_cast<ssize_t>(INT_MAX); // below every -errno
+    SocketState& socket() const noexcept { return static_cast<SocketState&>(target()); }
 
     std::byte* data_;
     std::size_t size_;
-    ssize_t result_ = pending; // bytes received, or -errno (one field for both: see SocketState)
 };
 
 #if defined(MSG_NOSIGNAL)
@@ -233,24 +172,23 @@ inline constexpr int send_flags = 0; // SO_NOSIGPIPE is set on the socket instea
 //
 // Sends on one socket go out in the order they began (see the top of this file). A waiting send
 // tries again only while it is the first send among the fd's waiting writers
-// (Scheduler::first_io_operation): the kernel retries the waiting writers in FIFO order, so the
+// (Kernel::first_operation): the kernel retries the waiting writers in FIFO order, so the
 // next one goes only once the one before is done. A new send that finds one waiting queues behind
 // it without trying. To know that without a look at the kernel for every send, the socket keeps a
 // hint, set when a send suspends and cleared when a look finds none waiting: a socket whose sends
 // never waited, or whose last waiting send was seen done, costs one comparison.
 template <bool All>
-class [[nodiscard]] SendOperation : public SocketOperation<SendOperation<All>> {
-    using Base = SocketOperation<SendOperation<All>>;
+class [[nodiscard]] SendOperation : public FdAwaiter<SendOperation<All>> {
+    using Base = FdAwaiter<SendOperation<All>>;
+    using Kind = FdOperation::Kind;
 
 public:
-    static constexpr Interest direction = Interest::write;
-
     SendOperation(SocketState& socket, const std::byte* data, std::size_t size) noexcept
-        : Base(socket), data_(data), size_(size) {}
+        : Base(socket, Kind::send, Interest::write), data_(data), size_(size) {}
 
     template <class Promise>
     bool await_suspend(std::coroutine_handle<Promise> caller) {
-        this->socket_->send_waited = true;
+        socket().send_waited = true;
         queued_ = true;
         return Base::await_suspend(caller);
     }
@@ -260,24 +198,25 @@ public:
     }
 
     bool wait_first() const noexcept {
-        SocketState& socket = *this->socket_;
-        if (!socket.send_waited || size_ == 0) [[likely]] {
+        SocketState& state = socket();
+        if (!state.send_waited || size_ == 0) [[likely]] {
             return false;
         }
-        const Scheduler* kernel = socket.kernel();
-        if (kernel != nullptr && kernel->first_io_operation(socket.fd, direction) != nullptr) {
+        const Kernel* kernel = state.kernel();
+        if (kernel != nullptr &&
+            kernel->first_operation(state.fd(), Interest::write, Kind::send) != nullptr) {
             return true; // behind the sends that wait
         }
-        socket.send_waited = false;
+        state.send_waited = false;
         return false;
     }
-    bool attempt() noexcept {
+    bool try_now() noexcept {
         if (queued_ && !first_in_line()) {
             return false; // an earlier send is not done: its bytes go first
         }
         while (sent_ < size_) {
             const ssize_t count =
-                ::send(this->socket_->fd, data_ + sent_, size_ - sent_, send_flags);
+                ::send(socket().fd(), data_ + sent_, size_ - sent_, send_flags);
             if (count >= 0) {
                 sent_ += static_cast<std::size_t>(count);
                 if (!All) {
@@ -302,10 +241,11 @@ public:
     static const char* name() noexcept { return "send"; }
 
 private:
+    SocketState& socket() const noexcept { return static_cast<SocketState&>(this->target()); }
     bool first_in_line() const noexcept {
-        const Scheduler* kernel = this->socket_->kernel();
-        return kernel == nullptr || kernel->first_io_operation(this->socket_->fd, direction) ==
-                                        static_cast<const Base*>(this);
+        const Kernel* kernel = socket().kernel();
+        return kernel == nullptr ||
+               kernel->first_operation(socket().fd(), Interest::write, Kind::send) == this;
     }
 
     const std::byte* data_;
@@ -352,7 +292,7 @@ class AsyncSocket {
 public:
     AsyncSocket() noexcept = default;
     /// Adopts `fd`, which must be a non-blocking socket.
-    explicit AsyncSocket(int fd) noexcept { state_.fd = fd; }
+    explicit AsyncSocket(int fd) noexcept : state_(fd) {}
     AsyncSocket(AsyncSocket&& other) noexcept : state_(std::exchange(other.state_, {})) {}
     AsyncSocket& operator=(AsyncSocket&& other) noexcept {
         if (this != &other) {
@@ -380,22 +320,22 @@ public:
         AsyncSocket socket(detail::open_socket(address.family()));
         int on = 1;
         if (address.family() != AF_UNIX &&
-            ::setsockopt(socket.state_.fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) < 0) {
+            ::setsockopt(socket.state_.fd(), SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) < 0) {
             detail::throw_errno(errno, "setsockopt(SO_REUSEADDR)");
         }
         if (reuse_port == ReusePort::yes) {
 #if defined(SO_REUSEPORT)
-            if (::setsockopt(socket.state_.fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) < 0) {
+            if (::setsockopt(socket.state_.fd(), SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) < 0) {
                 detail::throw_errno(errno, "setsockopt(SO_REUSEPORT)");
             }
 #else
             detail::throw_errno(ENOPROTOOPT, "SO_REUSEPORT");
 #endif
         }
-        if (::bind(socket.state_.fd, address.data(), address.size()) < 0) {
+        if (::bind(socket.state_.fd(), address.data(), address.size()) < 0) {
             detail::throw_errno(errno, "bind to " + address.to_string());
         }
-        if (::listen(socket.state_.fd, backlog) < 0) {
+        if (::listen(socket.state_.fd(), backlog) < 0) {
             detail::throw_errno(errno, "listen on " + address.to_string());
         }
         return socket;
@@ -428,14 +368,14 @@ public:
     /// does not wait for room). Taken by value, like the host above.
     static Task<AsyncSocket> connect(SocketAddress address) {
         AsyncSocket socket(detail::open_socket(address.family()));
-        if (::connect(socket.state_.fd, address.data(), address.size()) < 0) {
+        if (::connect(socket.state_.fd(), address.data(), address.size()) < 0) {
             if (errno != EINPROGRESS && errno != EINTR) { // EINTR: it goes on in the background
                 detail::throw_errno(errno, "connect to " + address.to_string());
             }
             co_await socket.wait(Interest::write);
             int error = 0;
             socklen_t size = sizeof error;
-            if (::getsockopt(socket.state_.fd, SOL_SOCKET, SO_ERROR, &error, &size) < 0) {
+            if (::getsockopt(socket.state_.fd(), SOL_SOCKET, SO_ERROR, &error, &size) < 0) {
                 error = errno;
             }
             if (error != 0) {
@@ -507,22 +447,18 @@ public:
 
     /// Sends FIN: the peer reads end-of-stream; this side can still read.
     void shutdown_write() {
-        if (::shutdown(state_.fd, SHUT_WR) < 0) {
+        if (::shutdown(state_.fd(), SHUT_WR) < 0) {
             detail::throw_errno(errno, "shutdown");
         }
     }
 
     /// Unregisters the fd from the Scheduler it waited in, then closes it. Idempotent.
     void close() noexcept {
-        state_.forget(state_.fd);
-        if (state_.fd >= 0) {
-            ::close(state_.fd);
-            state_.fd = -1;
-        }
+        state_.close();
     }
 
-    [[nodiscard]] bool is_open() const noexcept { return state_.fd >= 0; }
-    [[nodiscard]] int fd() const noexcept { return state_.fd; }
+    [[nodiscard]] bool is_open() const noexcept { return state_.fd() >= 0; }
+    [[nodiscard]] int fd() const noexcept { return state_.fd(); }
 
     [[nodiscard]] SocketAddress local_address() const { return address_of(::getsockname, "getsockname"); }
     [[nodiscard]] SocketAddress peer_address() const { return address_of(::getpeername, "getpeername"); }
@@ -543,7 +479,7 @@ private:
     SocketAddress address_of(Query query, const char* what) const {
         sockaddr_storage storage{};
         socklen_t size = sizeof storage;
-        if (query(state_.fd, reinterpret_cast<sockaddr*>(&storage), &size) < 0) {
+        if (query(state_.fd(), reinterpret_cast<sockaddr*>(&storage), &size) < 0) {
             detail::throw_errno(errno, what);
         }
         return SocketAddress::from_native(storage, size);
@@ -562,10 +498,10 @@ inline Task<Accepted> AsyncSocket::accept() {
         sockaddr_storage storage{};
         socklen_t size = sizeof storage;
 #if defined(SOCK_NONBLOCK) && defined(SOCK_CLOEXEC)
-        const int fd = ::accept4(state_.fd, reinterpret_cast<sockaddr*>(&storage), &size,
+        const int fd = ::accept4(state_.fd(), reinterpret_cast<sockaddr*>(&storage), &size,
                                  SOCK_NONBLOCK | SOCK_CLOEXEC);
 #else
-        const int fd = ::accept(state_.fd, reinterpret_cast<sockaddr*>(&storage), &size);
+        const int fd = ::accept(state_.fd(), reinterpret_cast<sockaddr*>(&storage), &size);
         if (fd >= 0 && (::fcntl(fd, F_SETFD, FD_CLOEXEC) < 0 || ::fcntl(fd, F_SETFL, O_NONBLOCK) < 0)) {
             const int error = errno;
             ::close(fd);

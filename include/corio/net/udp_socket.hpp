@@ -4,10 +4,10 @@
 //     corio::Datagram got = co_await socket.recv_from(buffer);          // one datagram
 //     co_await socket.send_to(std::span(buffer).first(got.size), got.peer);
 //
-// Built like AsyncSocket, on its pieces (async_socket.hpp): each operation tries the system call
-// first and waits for readiness only on EAGAIN, with its retry handed to the kernel; the
-// operations are awaitables without a coroutine frame and copy nothing to the heap, so a datagram
-// costs no allocation; errors are std::system_error with errno; timeouts (timeout_after) and
+// Built like AsyncSocket, on its pieces (async_socket.hpp): each operation is an FdOperation that
+// tries the system call first and waits for readiness only on EAGAIN; the operations are
+// awaitables without a coroutine frame and copy nothing to the heap, so a datagram costs no
+// allocation; errors are std::system_error with errno; timeouts (timeout_after) and
 // KillTask end a wait like any other. The fd is owned by an AsyncSocket inside, so it is
 // non-blocking, close-on-exec, and unregistered from its Scheduler before it is closed.
 //
@@ -48,51 +48,46 @@ struct Datagram {
 
 namespace detail {
 
-// A socket call's outcome in one field (see SocketState): bytes, or -errno; `pending` before.
-inline constexpr ssize_t pending_io = -1 - static_cast<ssize_t>(INT_MAX); // below every -errno
-
 // Tries `call` (a send/recv-like system call) until no signal interrupts it. True when the
 // attempt is over: `result` holds the count or -errno; false when the kernel said EAGAIN.
 template <class Call>
-bool attempt_io(ssize_t& result, Call call) noexcept {
+bool attempt_io(std::int32_t& result, Call call) noexcept {
     for (;;) {
         const ssize_t count = call();
         if (count >= 0 || errno != EINTR) {
             if (count < 0 && would_block(errno)) {
                 return false;
             }
-            result = count >= 0 ? count : -errno;
+            result = static_cast<std::int32_t>(count >= 0 ? count : -errno);
             return true;
         }
     }
 }
 
 // Receives one datagram and who sent it (recvmsg, for the MSG_TRUNC flag it reports).
-class [[nodiscard]] RecvFromOperation : public SocketOperation<RecvFromOperation> {
+class [[nodiscard]] RecvFromOperation : public FdAwaiter<RecvFromOperation> {
 public:
-    static constexpr Interest direction = Interest::read;
-
     RecvFromOperation(SocketState& socket, std::byte* data, std::size_t size) noexcept
-        : SocketOperation(socket), buffer_{data, size} {}
+        : FdAwaiter(socket, Kind::receive_from, Interest::read), buffer_{data, clamp_count(size)} {}
 
     static bool wait_first() noexcept { return false; }
-    bool attempt() noexcept {
+    bool try_now() noexcept {
         return attempt_io(result_, [this] {
             msghdr message{};
             message.msg_name = &peer_;
             message.msg_namelen = sizeof peer_;
             message.msg_iov = &buffer_;
             message.msg_iovlen = 1;
-            const ssize_t count = ::recvmsg(socket_->fd, &message, 0);
+            const ssize_t count = ::recvmsg(target().fd(), &message, 0);
             peer_size_ = message.msg_namelen;
             truncated_ = (message.msg_flags & MSG_TRUNC) != 0;
             return count;
         });
     }
-    bool done() const noexcept { return result_ != pending_io; }
+    bool done() const noexcept { return result_ != pending; }
     Datagram outcome() const {
         if (result_ < 0) {
-            throw_errno(static_cast<int>(-result_), name());
+            throw_errno(-result_, name());
         }
         return {static_cast<std::size_t>(result_), SocketAddress::from_native(peer_, peer_size_),
                 truncated_};
@@ -101,7 +96,6 @@ public:
 
 private:
     iovec buffer_;
-    ssize_t result_ = pending_io;
     sockaddr_storage peer_{};
     socklen_t peer_size_ = 0;
     bool truncated_ = false;
@@ -109,27 +103,25 @@ private:
 
 // Sends one datagram, to `peer` or (null) to the connected peer. All of it or nothing: a datagram
 // is never split, so the count is the size unless the call fails.
-class [[nodiscard]] SendToOperation : public SocketOperation<SendToOperation> {
+class [[nodiscard]] SendToOperation : public FdAwaiter<SendToOperation> {
 public:
-    static constexpr Interest direction = Interest::write;
-
     SendToOperation(SocketState& socket, const std::byte* data, std::size_t size,
                     const SocketAddress* peer) noexcept
-        : SocketOperation(socket), data_(data), size_(size), peer_(peer) {}
+        : FdAwaiter(socket, Kind::send_to, Interest::write), data_(data), size_(size), peer_(peer) {}
 
     static bool wait_first() noexcept { return false; }
-    bool attempt() noexcept {
+    bool try_now() noexcept {
         return attempt_io(result_, [this] {
-            return ::sendto(socket_->fd, data_, size_, send_flags,
+            return ::sendto(target().fd(), data_, size_, send_flags,
                             peer_ != nullptr ? peer_->data() : nullptr,
                             peer_ != nullptr ? peer_->size() : 0);
         });
     }
-    bool done() const noexcept { return result_ != pending_io; }
+    bool done() const noexcept { return result_ != pending; }
     std::size_t outcome() const {
         if (result_ < 0) {
             // The peer's name only now, on the error path: the message allocates.
-            throw_errno(static_cast<int>(-result_),
+            throw_errno(-result_,
                         peer_ != nullptr ? "send_to " + peer_->to_string() : std::string("send"));
         }
         return static_cast<std::size_t>(result_);
@@ -140,7 +132,6 @@ private:
     const std::byte* data_;
     std::size_t size_;
     const SocketAddress* peer_;
-    ssize_t result_ = pending_io;
 };
 
 } // namespace detail

@@ -17,6 +17,8 @@
 #pragma once
 
 #include "corio/scheduler.hpp"
+#include "corio/kernel/async_fd.hpp"
+#include "corio/kernel/fd_awaiter.hpp"
 #include "corio/backend/selector.hpp"
 
 #include <fcntl.h>
@@ -40,61 +42,43 @@ namespace corio {
 class StopEvent {
 public:
     /// The awaitable behind `co_await stop.wait()`.
-    class [[nodiscard]] Wait {
+    class [[nodiscard]] Wait : public detail::FdAwaiter<Wait> {
     public:
-        [[nodiscard]] explicit Wait(const StopEvent& event) noexcept : event_(&event) {}
+        [[nodiscard]] explicit Wait(const StopEvent& event) noexcept
+            : FdAwaiter(watched_, Kind::check, Interest::read), event_(&event) {}
         // Movable only because GCC 12 moves a co_await operand into the frame; never moved once
         // awaited (the kernel holds its address while the task waits).
         Wait(Wait&& other) noexcept
-            : event_(other.event_), fd_(std::exchange(other.fd_, -1)),
-              owner_(std::move(other.owner_)) {}
+            : FdAwaiter(watched_, Kind::check, Interest::read), event_(other.event_),
+              watched_(std::move(other.watched_)) {}
         Wait& operator=(Wait&&) = delete;
-        ~Wait() { release(); } // a killed waiter: unregister its fd, then close it
 
         bool await_ready() const noexcept { return event_->is_set(); }
 
         template <class Promise>
         bool await_suspend(std::coroutine_handle<Promise> caller) {
-            Scheduler* kernel = caller.promise().kernel();
-            if (kernel == nullptr) {
-                throw std::logic_error("corio: StopEvent::wait was awaited outside a Scheduler's task");
-            }
-            fd_ = ::fcntl(event_->fd_, F_DUPFD_CLOEXEC, 0);
-            if (fd_ < 0) {
+            const int fd = ::fcntl(event_->fd_, F_DUPFD_CLOEXEC, 0);
+            if (fd < 0) {
                 throw std::system_error(errno, std::system_category(), "corio: StopEvent: dup");
             }
-            owner_.enter(*kernel, fd_);
-            return kernel->enter(*this, caller);
+            watched_ = AsyncFd(fd); // a dup per waiter: each Scheduler watches its own
+            return FdAwaiter::await_suspend(caller);
         }
 
         void await_resume() {
-            Scheduler* kernel = owner_.kernel();
-            release();
+            detail::Kernel* kernel = watched_.kernel();
+            watched_.close(); // unregistered, then closed
             if (kernel != nullptr) {
                 kernel->throw_if_interrupted(); // a deadline ended the wait
             }
         }
 
-        // The trap (Scheduler::enter): wait until the fd is readable and the flag is set.
-        bool handle(Scheduler& kernel, TaskId /*caller*/) {
-            kernel.wait_for_io(fd_, Interest::read, &is_set, const_cast<StopEvent*>(event_));
-            return true;
-        }
+        bool try_now() const noexcept { return event_->is_set(); }
+        static const char* name() noexcept { return "StopEvent::wait"; }
 
     private:
-        static bool is_set(void* event) noexcept { return static_cast<StopEvent*>(event)->is_set(); }
-
-        void release() noexcept {
-            owner_.forget(fd_); // an fd is unregistered before it is closed
-            if (fd_ >= 0) {
-                ::close(fd_);
-                fd_ = -1;
-            }
-        }
-
         const StopEvent* event_;
-        int fd_ = -1; // our dup of the event's fd, while we wait
-        detail::FdOwner owner_; // the Scheduler it waits in (it may outlive it: see FdOwner)
+        AsyncFd watched_; // our dup of the event's fd, while we wait (closed with the Wait)
     };
 
     /// Throws std::system_error if the fd cannot be created.

@@ -1,0 +1,73 @@
+// corio/kernel/fd_operation.hpp - FdOperation: one I/O operation on an fd, as the kernel sees it.
+//
+// Every fd-backed awaitable (AsyncSocket's recv/send/accept/wait, UdpSocket's datagrams,
+// SignalWait, StopEvent's wait) is an FdOperation. It says what it does (its Kind, and the
+// buffers of the derived type), on which fd (its AsyncFd) and for which readiness. Readiness
+// backends (epoll, poll) treat every kind alike: the awaiter tries the system call first, and when
+// it would block, the kernel keeps the operation with the waiting task and calls attempt() on each
+// readiness until it is done; only then is the task resumed. A completion backend can instead
+// submit the operation itself by its kind. A plain wait (Kind::wait, no attempt) is done on
+// readiness.
+#pragma once
+
+#include "corio/backend/selector.hpp"
+
+#include <climits>
+#include <cstdint>
+
+namespace corio {
+
+class AsyncFd;
+
+namespace detail {
+
+class FdOperation {
+public:
+    // What the operation does.
+    enum class Kind : std::uint8_t {
+        wait,         // nothing: readiness is the result
+        recv,         // receive into a buffer
+        send,         // send bytes (all of them, or what is taken at once)
+        receive_from, // receive a datagram and its sender
+        send_to,      // send a datagram to an address
+        read,         // read from a non-socket fd (signalfd, a self-pipe)
+        check,        // readiness, then a check of the awaiter's own (StopEvent's flag)
+    };
+    // Tries the operation once (EINTR aside): true when it is over, with a result or an error;
+    // false if it would block. Never throws: errors are part of the result.
+    using Attempt = bool (*)(FdOperation&) noexcept;
+
+    FdOperation(AsyncFd& target, Kind kind, Interest direction, Attempt attempt) noexcept
+        : attempt_(attempt), target_(&target), kind_(kind), direction_(direction) {}
+    // Movable only because GCC 12 moves a co_await operand into the frame; never moved once
+    // awaited (the kernel holds its address while the task waits).
+    FdOperation(FdOperation&&) noexcept = default;
+    FdOperation& operator=(FdOperation&&) = delete;
+
+    [[nodiscard]] AsyncFd& target() const noexcept { return *target_; }
+    [[nodiscard]] Kind kind() const noexcept { return kind_; }
+    [[nodiscard]] Interest direction() const noexcept { return direction_; }
+
+    bool attempt() noexcept { return attempt_ == nullptr || attempt_(*this); }
+
+protected:
+    ~FdOperation() = default;
+
+private:
+    Attempt attempt_;
+    AsyncFd* target_;
+
+protected:
+    // A count or an fd (>= 0), or -errno: what the system call gave, in the one shape a completion
+    // queue gives it too. `pending` until an attempt completes the operation. (Declared between
+    // the pointers and the small fields: the whole base is 24 bytes on 64-bit targets.)
+    static constexpr std::int32_t pending = INT32_MIN;
+    std::int32_t result_ = pending;
+
+private:
+    Kind kind_;
+    Interest direction_;
+};
+
+} // namespace detail
+} // namespace corio

@@ -1,0 +1,209 @@
+// corio/kernel/fd_watches.hpp - who waits on which fd, and the selector that watches them.
+//
+// fds are watched lazily: interest is added when a task first waits, kept while tasks come back to
+// wait again (a task that waits on the same socket again costs no system call), and dropped only
+// when the selector reports readiness nobody waits for (level-triggered, it would repeat it).
+// On readiness each waiting task's operation is attempted; the task becomes ready only once its
+// operation is done, so a stale readiness costs no resumption.
+#pragma once
+
+#include "corio/backend/selector.hpp"
+#include "corio/kernel/async_fd.hpp"
+#include "corio/kernel/fd_operation.hpp"
+#include "corio/kernel/task_record.hpp"
+#include "corio/detail/fd_table.hpp"
+
+#include <fcntl.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+namespace corio::detail {
+
+// One per fd number up to the highest one waited on.
+struct FdWatch {
+    TaskList readers;
+    TaskList writers;
+    Interest watched = Interest::none; // what the selector watches this fd for
+};
+static_assert(sizeof(void*) != 8 || sizeof(FdWatch) <= 24, "corio: FdWatch grew");
+
+class FdWatches {
+public:
+    FdWatches() = default;
+    FdWatches(const FdWatches&) = delete;
+    FdWatches& operator=(const FdWatches&) = delete;
+    // AsyncFds that outlive their Scheduler only close their fd then.
+    ~FdWatches() {
+        while (owners_.next_ != &owners_) {
+            owners_.next_->unlink();
+        }
+    }
+
+    [[nodiscard]] std::size_t waiting_tasks() const noexcept { return waiting_tasks_; }
+    [[nodiscard]] std::size_t watched_fds() const noexcept { return watched_fds_; }
+
+    // Watches `fd` for reading for good, without waiters (the inbox's wake channel): select()
+    // reports nothing for it.
+    void watch_quietly(int fd) {
+        selector_.watch(fd, Interest::none, Interest::read);
+        quiet_fd_ = fd;
+    }
+
+    // `task` waits on `fd` for `direction`, with `operation` to attempt on readiness (null: a plain
+    // wait). Throws std::system_error for a negative fd, one that is not open, or a selector error.
+    void add(TaskRecord& task, int fd, Interest direction, FdOperation* operation) {
+        if (fd < 0) {
+            throw std::system_error(EBADF, std::generic_category(), "corio: waiting on a negative fd");
+        }
+        // The table grows to the highest fd waited on: a number that is not an open fd (say
+        // 1'000'000'000) would make it allocate gigabytes before the selector refused it. Open fds
+        // are bounded by RLIMIT_NOFILE, so the check is needed (and paid for) only on growth.
+        if (static_cast<std::size_t>(fd) >= watches_.size() && ::fcntl(fd, F_GETFD) < 0) {
+            const int error = errno;
+            throw std::system_error(error, std::generic_category(),
+                                    "corio: waiting on fd " + std::to_string(fd) + ", not open");
+        }
+        watches_.make_room_for(static_cast<std::size_t>(fd));
+        FdWatch& watch = watches_[static_cast<std::size_t>(fd)];
+        const Interest wanted = watch.watched | direction;
+        if (wanted != watch.watched) {
+            selector_.watch(fd, watch.watched, wanted);
+            watched_fds_ += watch.watched == Interest::none ? 1 : 0;
+            watch.watched = wanted;
+        }
+        (direction == Interest::read ? watch.readers : watch.writers).push_back(task);
+        task.state = TaskState::waiting_fd;
+        task.wait.io = operation;
+        ++waiting_tasks_;
+    }
+
+    // Takes a waiting task off its fd.
+    void remove(TaskRecord& task) noexcept {
+        task.owner->remove(task);
+        task.wait = {};
+        --waiting_tasks_;
+    }
+
+    // Stops watching `fd` and takes every task waiting on it off, handing each to
+    // became_ready(TaskRecord&) (their next system call on the fd sees the error).
+    template <class BecameReady>
+    void forget(int fd, BecameReady&& became_ready) noexcept {
+        if (fd < 0 || static_cast<std::size_t>(fd) >= watches_.size()) {
+            return;
+        }
+        FdWatch& watch = watches_[static_cast<std::size_t>(fd)];
+        for (TaskList* waiting : {&watch.readers, &watch.writers}) {
+            while (ListLinks* links = waiting->front()) {
+                auto& task = static_cast<TaskRecord&>(*links);
+                remove(task);
+                became_ready(task);
+            }
+        }
+        if (watch.watched != Interest::none) {
+            try {
+                selector_.watch(fd, watch.watched, Interest::none);
+            } catch (...) { // nothing to do: the fd is going away, the kernel drops it on close
+            }
+            watch.watched = Interest::none;
+            --watched_fds_;
+        }
+    }
+
+    // The first operation of `kind` waiting on `fd` for `direction`, or null.
+    [[nodiscard]] const FdOperation* first_operation(int fd, Interest direction,
+                                                     FdOperation::Kind kind) const noexcept {
+        if (fd < 0 || static_cast<std::size_t>(fd) >= watches_.size()) {
+            return nullptr;
+        }
+        const FdWatch& watch = watches_[static_cast<std::size_t>(fd)];
+        const TaskList& waiting = direction == Interest::read ? watch.readers : watch.writers;
+        for (const ListLinks* links = waiting.front(); links != nullptr; links = waiting.after(*links)) {
+            const auto& task = static_cast<const TaskRecord&>(*links);
+            if (task.wait.io != nullptr && task.wait.io->kind() == kind) {
+                return task.wait.io;
+            }
+        }
+        return nullptr;
+    }
+
+    // Waits up to `timeout_ms` (-1: no limit; 0: a look) for readiness, and hands every task whose
+    // operation it completed to became_ready(TaskRecord&). Gives the number of ready fds.
+    template <class BecameReady>
+    std::size_t select(int timeout_ms, BecameReady&& became_ready) {
+        const std::size_t events = selector_.wait(timeout_ms, [&](int fd, Interest ready) {
+            on_ready(fd, ready, became_ready);
+        });
+        drop_stale_interest();
+        return events;
+    }
+
+    // The ring of AsyncFds that waited here (see async_fd.hpp).
+    AsyncFd& owners() noexcept { return owners_; }
+
+private:
+    template <class BecameReady>
+    void on_ready(int fd, Interest ready, BecameReady& became_ready) {
+        if (fd < 0 || fd == quiet_fd_ || static_cast<std::size_t>(fd) >= watches_.size()) {
+            return;
+        }
+        FdWatch& watch = watches_[static_cast<std::size_t>(fd)];
+        Interest unwanted = Interest::none;
+        if (has(ready, Interest::read)) {
+            if (watch.readers.empty()) {
+                unwanted = unwanted | (watch.watched & Interest::read);
+            }
+            complete(watch.readers, became_ready);
+        }
+        if (has(ready, Interest::write)) {
+            if (watch.writers.empty()) {
+                unwanted = unwanted | (watch.watched & Interest::write);
+            }
+            complete(watch.writers, became_ready);
+        }
+        if (unwanted != Interest::none) {
+            stale_.emplace_back(fd, unwanted);
+        }
+    }
+
+    // Readiness for the tasks in `waiting`, in order: a plain wait ends; an operation is attempted
+    // and ends only if the attempt completes it.
+    template <class BecameReady>
+    void complete(TaskList& waiting, BecameReady& became_ready) noexcept {
+        ListLinks* links = waiting.front();
+        while (links != nullptr) {
+            auto& task = static_cast<TaskRecord&>(*links);
+            links = waiting.after(*links);
+            if (task.wait.io == nullptr || task.wait.io->attempt()) {
+                remove(task);
+                became_ready(task);
+            }
+        }
+    }
+
+    // Readiness that nobody waited for: stop watching for it (level-triggered would repeat it).
+    void drop_stale_interest() {
+        for (auto [fd, unwanted] : stale_) {
+            FdWatch& watch = watches_[static_cast<std::size_t>(fd)];
+            const Interest keep = watch.watched & ~unwanted;
+            selector_.watch(fd, watch.watched, keep);
+            watched_fds_ -= keep == Interest::none && watch.watched != Interest::none ? 1 : 0;
+            watch.watched = keep;
+        }
+        stale_.clear();
+    }
+
+    DefaultSelector selector_;
+    FdTable<FdWatch> watches_; // indexed by fd; never moves (tasks point into it)
+    std::vector<std::pair<int, Interest>> stale_;
+    std::size_t waiting_tasks_ = 0;
+    std::size_t watched_fds_ = 0;
+    int quiet_fd_ = -1;
+    AsyncFd owners_{AsyncFd::RingHead{}};
+};
+
+} // namespace corio::detail

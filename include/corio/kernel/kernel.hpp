@@ -1,0 +1,526 @@
+// corio/kernel/kernel.hpp - the loop, and the services that system calls use.
+//
+// One pass of the loop at a time, in a fixed order:
+//
+//     ┌─▶ 1. resume every task that was ready when the pass began, in FIFO order   (TaskTable)
+//     │   2. the selector timeout: 0 if tasks are ready, else until the earliest timer (rounded
+//     │      up: a task never wakes before its deadline), else unbounded              (Timers)
+//     │   3. wait in the selector; attempt each ready fd's operations; a task whose
+//     │      operation is done becomes ready                                          (FdWatches)
+//     │   4. run what other threads posted, in arrival order                          (Inbox)
+//     └── 5. a task whose timer expired becomes ready; a passed deadline interrupts   (Timers,
+//            its task's wait                                                           DeadlineScopes)
+//
+// A task is resumed only from step 1, never from inside a system call or another task, so whatever
+// a task does runs on the loop's own stack. While tasks stay ready pass after pass, step 3 runs
+// once every `poll_interval` resumptions (a look at the selector is a system call): a task that
+// yields in a loop cannot starve I/O, nor pays a system call per yield.
+//
+// The parts (kernel/*.hpp) keep their own state and report what became ready through a callback,
+// as the selector does; they never call back into the kernel. The kernel alone moves tasks between
+// them: detach() takes a task off whatever it waits on, make_ready() queues it.
+//
+// Destructors run user code, and may re-enter the kernel (kill, spawn, wake, forget_fd...) at
+// these points, each written to be safe for it:
+//   * kill_task / finish: destroying the task's frames (Failures::destroy_frames);
+//   * ~Scheduler: each task killed in turn (newest first: tasks spawned meanwhile join in);
+//   * a WaitQueue destroyed with waiters (abandon_waiters), an AsyncFd closed (forget_fd);
+//   * reporting a failure (the exception handler), and running a posted callable.
+#pragma once
+
+#include "corio/system_call.hpp"
+#include "corio/task.hpp"
+#include "corio/task_exit.hpp"
+#include "corio/thread_pool.hpp"
+#include "corio/virtual_clock.hpp"
+#include "corio/kernel/async_fd.hpp"
+#include "corio/kernel/deadline_scopes.hpp"
+#include "corio/kernel/failures.hpp"
+#include "corio/kernel/fd_operation.hpp"
+#include "corio/kernel/fd_watches.hpp"
+#include "corio/kernel/inbox.hpp"
+#include "corio/kernel/task_table.hpp"
+#include "corio/kernel/timers.hpp"
+#include "corio/kernel/wait_queue.hpp"
+
+#include <algorithm>
+#include <coroutine>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <new>
+#include <stdexcept>
+#include <utility>
+#include <vector>
+
+namespace corio {
+
+class Scheduler;
+
+namespace detail {
+
+/// The kernel of a Scheduler: its loop, and the services system calls use. Each service acts on
+/// the task that trapped into the kernel and leaves it suspended until the kernel wakes it.
+class Kernel {
+public:
+    using Clock = std::chrono::steady_clock;
+
+    /// While tasks stay ready, the loop looks at the fds once per this many resumptions: the most
+    /// a busy loop delays I/O readiness, in resumptions.
+    static constexpr std::uint32_t poll_interval = 64;
+
+    Kernel(const Kernel&) = delete;
+    Kernel& operator=(const Kernel&) = delete;
+
+    /// The time on this Scheduler's clock: steady_clock, or its VirtualClock.
+    [[nodiscard]] Clock::time_point now() const noexcept { return timers_.now(); }
+    /// now() + `delay`, saturating at the end of time rather than overflowing.
+    [[nodiscard]] Clock::time_point deadline_after(Clock::duration delay) const noexcept {
+        return timers_.deadline_after(delay);
+    }
+
+    /// The trap: runs a system call's handle() for the task that awaits it (see system_call.hpp).
+    template <class Call, class Self = Scheduler>
+    bool enter(Call& call, std::coroutine_handle<> caller) {
+        TaskRecord& self = trapped_task();
+        self.resume_point = caller;
+        self.state = TaskState::parked;
+        bool suspend = false;
+        try {
+            suspend = static_cast<bool>(call.handle(static_cast<Self&>(*this), TaskTable::id_of(self)));
+        } catch (...) {
+            detach(self);
+            self.state = TaskState::running;
+            throw;
+        }
+        if (!suspend) { // it continues now: undo anything the call registered it for
+            detach(self);
+            self.state = TaskState::running;
+        } else if (self.expired_scopes > 0 && !self.kill_requested) [[unlikely]] {
+            interrupt(self); // a deadline passed while it was busy: this wait ends at once
+        }
+        return suspend;
+    }
+    /// Called as a system call returns to its task: throws the TimeoutError of a deadline that
+    /// interrupted the wait (or the logic_error of a WaitQueue destroyed under it).
+    void throw_if_interrupted() {
+        if (current_ != nullptr && current_->interrupted) [[unlikely]] {
+            DeadlineScopes::throw_interruption(*current_); // out of line: runs on every resumption
+        }
+    }
+
+    // ---- Waiting on fds.
+
+    /// Suspends the calling task until `fd` is readable (or hung up, or in error).
+    void wait_for_read(int fd) { fd_watches_.add(trapped_task(), fd, Interest::read, nullptr); }
+    /// Suspends the calling task until `fd` is writable (or hung up, or in error).
+    void wait_for_write(int fd) { fd_watches_.add(trapped_task(), fd, Interest::write, nullptr); }
+    /// Suspends the calling task until `operation` is done: on each readiness of its fd for its
+    /// direction, the kernel attempts it; the task resumes only once an attempt completes it (or
+    /// forget_fd wakes it without one).
+    void wait_for(FdOperation& operation) {
+        fd_watches_.add(trapped_task(), operation.target().fd(), operation.direction(), &operation);
+    }
+    /// Stops watching `fd` and wakes every task waiting on it (their next system call on it sees
+    /// the error). Call it before closing an fd that tasks waited on (AsyncFd does).
+    void forget_fd(int fd) noexcept {
+        fd_watches_.forget(fd, [this](TaskRecord& task) { tasks_.make_ready(task); });
+    }
+    /// The first operation of `kind` waiting on `fd` for `direction`, or null: sends on one
+    /// socket keep their order with it (net/async_socket.hpp).
+    [[nodiscard]] const FdOperation* first_operation(int fd, Interest direction,
+                                                     FdOperation::Kind kind) const noexcept {
+        return fd_watches_.first_operation(fd, direction, kind);
+    }
+
+    // ---- Waiting on tasks, time, and the ready queue.
+
+    /// Suspends the calling task until `target` ends; the outcome is written to `exit` then.
+    /// Returns false, with `exit` saying no_such_task, if there is no such task.
+    bool wait_for_exit(TaskId target, TaskExit& exit) {
+        TaskRecord& self = trapped_task();
+        TaskRecord* record = tasks_.find(target);
+        if (record == nullptr) {
+            exit = TaskExit{};
+            return false;
+        }
+        if (record == &self) {
+            throw std::invalid_argument("corio: a task cannot wait for its own exit");
+        }
+        record->waiters.push_back(self);
+        self.wait.exit_out = &exit;
+        self.state = TaskState::waiting_task;
+        return true;
+    }
+    /// For a system call that waited with wait_for_exit and was handed a failure: call it once,
+    /// with true when its task receives the failure, false when the task ends first. A failure
+    /// that none of the waiters it was handed to receives is reported like one nobody waited for.
+    void settle_failure(TaskId failed, bool received) noexcept { failures_.settle(failed, received); }
+
+    /// Suspends the calling task until `deadline`.
+    void sleep_until(Clock::time_point deadline) {
+        TaskRecord& self = trapped_task();
+        self.wait.timer = &timers_.arm_sleep(self, deadline);
+        self.state = TaskState::sleeping;
+    }
+    /// Puts the calling task at the back of the ready queue. A yield is a wait like any other: a
+    /// deadline that passes (or has passed) before it runs again ends it with its TimeoutError.
+    void yield_now() {
+        TaskRecord& self = trapped_task();
+        tasks_.make_ready(self);
+        self.state = TaskState::yielding;
+    }
+    /// Wakes a task that a system call left parked. False if there is no such task or it is not
+    /// parked.
+    bool unpark(TaskId id) {
+        TaskRecord* record = tasks_.find(id);
+        if (record == nullptr || record->state != TaskState::parked || record == current_) {
+            return false;
+        }
+        detach(*record);
+        tasks_.make_ready(*record);
+        return true;
+    }
+
+    // ---- WaitQueues (sync/ and group/ build on these).
+
+    /// Parks the calling task at the back of `queue`, with a `cookie` that wake_one gives back to
+    /// whoever wakes it (typically the waiting system call, to hand it a value).
+    void wait_in(WaitQueue& queue, void* cookie = nullptr) {
+        TaskRecord& self = trapped_task();
+        queue.tasks_.push_back(self);
+        queue.kernel_ = this;
+        self.wait.cookie = cookie;
+        self.state = TaskState::parked;
+    }
+    /// Wakes the task at the front of `queue`; gives its cookie, or null if the queue is empty
+    /// (check `queue.empty()` first when the cookies may be null).
+    void* wake_one(WaitQueue& queue) noexcept {
+        ListLinks* links = queue.tasks_.front();
+        if (links == nullptr) {
+            return nullptr;
+        }
+        auto& record = static_cast<TaskRecord&>(*links);
+        void* cookie = record.wait.cookie;
+        detach(record);
+        tasks_.make_ready(record);
+        return cookie;
+    }
+    /// Wakes every task in `queue`, in order.
+    void wake_all(WaitQueue& queue) noexcept { wake_all(queue.tasks_); }
+
+    // ---- Deadlines (timeout.hpp builds on these).
+
+    /// Enters a deadline scope for the calling task: once `deadline` has passed, and until the
+    /// scope is left, every wait of the task ends at once with a TimeoutError for this scope.
+    void enter_scope(TimeoutScope& scope, Clock::time_point deadline) {
+        scopes_.enter(*this, trapped_task(), scope, deadline);
+    }
+    /// Leaves a deadline scope. Safe to call twice, and while the task is being killed.
+    void leave_scope(TimeoutScope& scope) noexcept { scopes_.leave(scope); }
+
+    // ---- The thread pool and the inbox (run_in_thread builds on these).
+
+    /// The pool run_in_thread uses, created on first use (loop thread only). Its workers start
+    /// only when jobs arrive.
+    ThreadPool& thread_pool() {
+        if (!pool_) {
+            pool_ = std::make_unique<ThreadPool>(pool_size_ != 0 ? pool_size_
+                                                                 : ThreadPool::default_thread_count());
+        }
+        return *pool_;
+    }
+    /// Queues `job` on the thread pool for the calling task, which counts as waiting for the pool
+    /// until pool_job_ended(). The job comes back through deliver() and wakes it with unpark().
+    void submit_to_pool(PoolJob& job) {
+        static_cast<void>(trapped_task());
+        thread_pool().submit(job);
+        ++pool_waiters_;
+    }
+    /// The task that submit_to_pool() counted no longer waits for its job.
+    void pool_job_ended() noexcept { --pool_waiters_; }
+    /// Thread-safe: hands `item` to the loop, which runs it soon (see kernel/inbox.hpp).
+    void deliver(InboxItem& item) noexcept { inbox_.push(item); }
+
+protected:
+    Kernel() : scopes_(timers_) {}
+    explicit Kernel(VirtualClock& clock) : timers_(clock), scopes_(timers_) {}
+    ~Kernel() = default;
+
+    TaskId spawn(std::coroutine_handle<Promise<void>> root);
+    void kill_task(TaskRecord& record);
+    void kill_everything() noexcept;
+    template <class KeepGoing>
+    void run_loop(KeepGoing keep_going);
+
+    TaskTable tasks_;
+    Timers timers_;
+    DeadlineScopes scopes_;
+    FdWatches fd_watches_;
+    Failures failures_;
+    TaskRecord* current_ = nullptr;
+    std::uint32_t resumed_since_poll_ = 0;
+    bool running_ = false;
+    bool stop_requested_ = false;
+    std::size_t pool_waiters_ = 0; // tasks waiting for a thread-pool job
+    std::size_t pool_size_ = 0;    // the bound thread_pool() will use; 0: the default
+    Inbox inbox_;
+    std::unique_ptr<ThreadPool> pool_; // after inbox_: destroyed first (its jobs deliver there)
+
+private:
+    friend class corio::WaitQueue;
+    friend class corio::AsyncFd;
+
+    TaskRecord& trapped_task() {
+        if (current_ == nullptr) {
+            throw std::logic_error("corio: a kernel service was called outside a running task");
+        }
+        return *current_;
+    }
+
+    // Takes a task off whatever it waits on.
+    void detach(TaskRecord& record) noexcept {
+        if (record.state == TaskState::waiting_fd) {
+            fd_watches_.remove(record);
+        } else if (record.state == TaskState::sleeping) {
+            timers_.end_sleep(*record.wait.timer); // cancels it unless it expired already
+        } else if (record.owner != nullptr) {
+            record.owner->remove(record);
+        }
+        record.wait = {};
+    }
+    void wake(TaskRecord& record) noexcept {
+        detach(record);
+        tasks_.make_ready(record);
+    }
+    void wake_all(TaskList& list) noexcept {
+        while (ListLinks* links = list.front()) {
+            wake(static_cast<TaskRecord&>(*links));
+        }
+    }
+    // Wakes the tasks left in a WaitQueue that is destroyed, each with a std::logic_error thrown
+    // from the system call it waits in: what it waited for is gone.
+    void abandon_waiters(WaitQueue& queue) noexcept {
+        while (ListLinks* links = queue.tasks_.front()) {
+            auto& record = static_cast<TaskRecord&>(*links);
+            wake(record);
+            record.abandoned = true;
+            record.interrupted = true; // so that throw_if_interrupted looks
+        }
+    }
+    // Ends the wait of a suspended task with the TimeoutError of its outermost expired scope.
+    void interrupt(TaskRecord& record) noexcept {
+        if (DeadlineScopes::mark_interruption(record)) {
+            wake(record);
+        }
+    }
+
+    void resume(TaskRecord& record);
+    void finish(TaskRecord& record);
+    void end_task(TaskRecord& record, TaskExit exit);
+    void run_ready_tasks();
+    bool collect_ready_tasks();
+    void select_fds(int timeout_ms) {
+        fd_watches_.select(timeout_ms, [this](TaskRecord& task) { tasks_.make_ready(task); });
+    }
+    void run_inbox();
+    void expire_timers();
+};
+
+} // namespace detail
+
+inline WaitQueue::~WaitQueue() {
+    if (!tasks_.empty()) {
+        kernel_->abandon_waiters(*this);
+    }
+}
+
+inline void AsyncFd::forget() noexcept {
+    if (kernel_ != nullptr) {
+        kernel_->forget_fd(fd_);
+        unlink();
+    }
+}
+
+inline void AsyncFd::move_to(detail::Kernel& kernel) noexcept {
+    forget(); // the Scheduler it waited in before stops watching the fd
+    kernel_ = &kernel;
+    AsyncFd& head = kernel.fd_watches_.owners();
+    prev_ = head.prev_;
+    next_ = &head;
+    head.prev_->next_ = this;
+    head.prev_ = this;
+}
+
+namespace detail {
+
+inline TaskId Kernel::spawn(std::coroutine_handle<Promise<void>> root) {
+    TaskRecord& record = tasks_.allocate();
+    record.root = root;
+    record.resume_point = root;
+    tasks_.make_ready(record);
+    return TaskTable::id_of(record);
+}
+
+// Destroys a task now: taken off what it waits on, its frames destroyed (destructors run, and may
+// re-enter), its waiters told it was killed.
+inline void Kernel::kill_task(TaskRecord& record) {
+    detach(record);
+    record.state = TaskState::dying;
+    const TaskId id = TaskTable::id_of(record);
+    const std::size_t mark = failures_.destroy_frames(record);
+    end_task(record, TaskExit{TaskExit::Outcome::killed, nullptr});
+    failures_.report_destruction_failures(id, mark);
+}
+
+// Kills every task, newest first: children die before the parents whose frames hold what they
+// wait on (an Event, a Queue...). Tasks that destructors spawn meanwhile die too.
+inline void Kernel::kill_everything() noexcept {
+    tasks_.each_newest_first([this](TaskRecord& record) { kill_task(record); });
+}
+
+inline void Kernel::finish(TaskRecord& record) {
+    std::exception_ptr error = record.root.promise().exception();
+    // A failure outranks a pending self-kill: an exception is never dropped unreported.
+    TaskExit exit{error                   ? TaskExit::Outcome::failed
+                  : record.kill_requested ? TaskExit::Outcome::killed
+                                          : TaskExit::Outcome::completed,
+                  error};
+    record.state = TaskState::dying;
+    const TaskId id = TaskTable::id_of(record);
+    const std::size_t mark = failures_.destroy_frames(record);
+    end_task(record, std::move(exit));
+    failures_.report_destruction_failures(id, mark);
+}
+
+// Wakes the waiters of an ended task, frees its slot, and reports a failure nobody waits for (one
+// handed to waiters is reported if none of them receives it: see Failures::settle).
+inline void Kernel::end_task(TaskRecord& record, TaskExit exit) {
+    const TaskId id = TaskTable::id_of(record);
+    bool handed = false;
+    if (exit.failed() && !record.waiters.empty()) {
+        handed = failures_.hand(id, exit.error, static_cast<std::uint32_t>(record.waiters.size()));
+    }
+    while (ListLinks* links = record.waiters.front()) {
+        auto& waiter = static_cast<TaskRecord&>(*links);
+        *waiter.wait.exit_out = exit;
+        wake(waiter);
+    }
+    tasks_.free(record);
+    if (exit.failed() && !handed) {
+        failures_.report(id, exit.error);
+    }
+}
+
+inline void Kernel::resume(TaskRecord& record) {
+    ++resumed_since_poll_;
+    record.state = TaskState::running;
+    current_ = &record;
+    record.resume_point.resume();
+    current_ = nullptr;
+    if (record.root.done()) {
+        finish(record);
+    } else if (record.kill_requested) {
+        kill_task(record);
+    }
+}
+
+// Step 1 of the loop.
+inline void Kernel::run_ready_tasks() {
+    tasks_.begin_pass();
+    while (TaskRecord* record = tasks_.next_ready()) {
+        resume(*record);
+    }
+}
+
+// Steps 2-5. Returns false when no task can ever be woken.
+inline bool Kernel::collect_ready_tasks() {
+    if (tasks_.has_ready() && resumed_since_poll_ < poll_interval) {
+        run_inbox(); // busy: the inbox and timers every pass, the fds after a few more resumptions
+        expire_timers();
+        return true;
+    }
+    resumed_since_poll_ = 0;
+    int timeout_ms = 0;
+    if (!tasks_.has_ready() && !inbox_.has_work()) {
+        if (!timers_.empty()) {
+            timeout_ms = timers_.milliseconds_to_earliest();
+        } else if (fd_watches_.waiting_tasks() > 0 || pool_waiters_ > 0 || inbox_.held()) {
+            timeout_ms = -1; // the inbox's fd is watched too: a post or a finished job wakes it
+        } else {
+            return false;
+        }
+    }
+    VirtualClock* virtual_clock = timers_.virtual_clock();
+    if (virtual_clock != nullptr && timeout_ms > 0) {
+        // Virtual time: look at the fds without sleeping; if nothing happened, jump the clock to
+        // the next deadline instead of waiting for it.
+        if (fd_watches_.watched_fds() == 0 ||
+            fd_watches_.select(0, [this](TaskRecord& task) { tasks_.make_ready(task); }) == 0) {
+            virtual_clock->advance_to(timers_.earliest());
+        }
+    } else if (fd_watches_.watched_fds() > 0 || timeout_ms != 0) {
+        select_fds(timeout_ms);
+    }
+    run_inbox();
+    expire_timers();
+    return true;
+}
+
+// Runs what other threads delivered, in arrival order.
+inline void Kernel::run_inbox() {
+    if (!inbox_.has_work()) {
+        return;
+    }
+    Inbox::Batch batch = inbox_.take_all();
+    while (InboxItem* item = batch.pop()) {
+        try {
+            item->run(*this);
+        } catch (...) {
+            failures_.report(TaskId{}, std::current_exception());
+        }
+    }
+}
+
+inline void Kernel::expire_timers() {
+    timers_.expire([this](TaskRecord& sleeper) { wake(sleeper); }, // wake gives the timer back
+                   [this](TaskTimer& deadline) {
+                       auto& scope = static_cast<TimeoutScope&>(deadline);
+                       if (DeadlineScopes::expire(scope)) {
+                           interrupt(*scope.task);
+                       }
+                   });
+}
+
+template <class KeepGoing>
+void Kernel::run_loop(KeepGoing keep_going) {
+    if (running_) {
+        throw std::logic_error("corio: the Scheduler is already running (run is not re-entrant)");
+    }
+    running_ = true;
+    struct Reset {
+        Kernel& kernel;
+        ~Reset() {
+            kernel.running_ = false;
+            kernel.stop_requested_ = false;
+        }
+    } reset{*this};
+    if (inbox_.fd() < 0) { // the inbox's wake channel is opened, and watched, when the loop first runs
+        inbox_.open();
+        fd_watches_.watch_quietly(inbox_.fd());
+    }
+    auto go_on = [&] {
+        return (tasks_.size() > 0 || inbox_.has_work() || inbox_.held()) && !stop_requested_ &&
+               keep_going();
+    };
+    while (go_on()) {
+        run_ready_tasks();
+        if (!go_on() || !collect_ready_tasks()) {
+            break;
+        }
+    }
+}
+
+} // namespace detail
+} // namespace corio
