@@ -91,9 +91,7 @@ public:
     /// that run are newer still, and die next.
     ~Scheduler() {
         kill_everything();
-        if (pool_) {
-            pool_->shutdown(); // the last jobs deliver into the inbox, which is still here
-        }
+        pool_jobs_.shutdown(); // the last jobs deliver into the inbox, which is still here
         inbox_.discard_all();
     }
 
@@ -157,7 +155,7 @@ public:
     }
     [[nodiscard]] Stats stats() const noexcept {
         return Stats{tasks_.size(), tasks_.ready_count(), fd_watches_.waiting_tasks(),
-                     timers_.size(), fd_watches_.watched_fds(), pool_waiters_};
+                     timers_.size(), fd_watches_.watched_fds(), pool_jobs_.waiting()};
     }
 
     // ---- The thread-safe door (see kernel/inbox.hpp).
@@ -187,15 +185,7 @@ public:
 
     /// Bounds the pool that thread_pool() will create (default: ThreadPool::default_thread_count()).
     /// Throws std::logic_error once the pool exists, std::invalid_argument for 0.
-    void set_thread_pool_size(std::size_t max_threads) {
-        if (pool_) {
-            throw std::logic_error("corio: set_thread_pool_size after the thread pool was created");
-        }
-        if (max_threads == 0) {
-            throw std::invalid_argument("corio: a ThreadPool needs at least one thread");
-        }
-        pool_size_ = max_threads;
-    }
+    void set_thread_pool_size(std::size_t max_threads) { pool_jobs_.set_bound(max_threads); }
 
     /// Kills a task: it is taken off whatever it waits on, its frame is destroyed (its destructors
     /// run) and its waiters wake with TaskExit::Outcome::killed. A task that kills itself dies

@@ -31,7 +31,6 @@
 #include "corio/system_call.hpp"
 #include "corio/task.hpp"
 #include "corio/task_exit.hpp"
-#include "corio/thread_pool.hpp"
 #include "corio/virtual_clock.hpp"
 #include "corio/kernel/async_fd.hpp"
 #include "corio/kernel/deadline_scopes.hpp"
@@ -39,6 +38,7 @@
 #include "corio/kernel/fd_operation.hpp"
 #include "corio/kernel/fd_watches.hpp"
 #include "corio/kernel/inbox.hpp"
+#include "corio/kernel/pool_jobs.hpp"
 #include "corio/kernel/task_table.hpp"
 #include "corio/kernel/timers.hpp"
 #include "corio/kernel/wait_queue.hpp"
@@ -138,21 +138,7 @@ public:
 
     /// Suspends the calling task until `target` ends; the outcome is written to `exit` then.
     /// Returns false, with `exit` saying no_such_task, if there is no such task.
-    bool wait_for_exit(TaskId target, TaskExit& exit) {
-        TaskRecord& self = trapped_task();
-        TaskRecord* record = tasks_.find(target);
-        if (record == nullptr) {
-            exit = TaskExit{};
-            return false;
-        }
-        if (record == &self) {
-            throw std::invalid_argument("corio: a task cannot wait for its own exit");
-        }
-        record->waiters.push_back(self);
-        self.wait.exit_out = &exit;
-        self.state = TaskState::waiting_task;
-        return true;
-    }
+    bool wait_for_exit(TaskId target, TaskExit& exit);
     /// For a system call that waited with wait_for_exit and was handed a failure: call it once,
     /// with true when its task receives the failure, false when the task ends first. A failure
     /// that none of the waiters it was handed to receives is reported like one nobody waited for.
@@ -222,24 +208,16 @@ public:
 
     // ---- The thread pool and the inbox (run_in_thread builds on these).
 
-    /// The pool run_in_thread uses, created on first use (loop thread only). Its workers start
-    /// only when jobs arrive.
-    ThreadPool& thread_pool() {
-        if (!pool_) {
-            pool_ = std::make_unique<ThreadPool>(pool_size_ != 0 ? pool_size_
-                                                                 : ThreadPool::default_thread_count());
-        }
-        return *pool_;
-    }
+    /// The pool run_in_thread uses, created on first use (loop thread only).
+    ThreadPool& thread_pool() { return pool_jobs_.pool(); }
     /// Queues `job` on the thread pool for the calling task, which counts as waiting for the pool
     /// until pool_job_ended(). The job comes back through deliver() and wakes it with unpark().
     void submit_to_pool(PoolJob& job) {
         static_cast<void>(trapped_task());
-        thread_pool().submit(job);
-        ++pool_waiters_;
+        pool_jobs_.submit(job);
     }
     /// The task that submit_to_pool() counted no longer waits for its job.
-    void pool_job_ended() noexcept { --pool_waiters_; }
+    void pool_job_ended() noexcept { pool_jobs_.ended(); }
     /// Thread-safe: hands `item` to the loop, which runs it soon (see kernel/inbox.hpp).
     void deliver(InboxItem& item) noexcept { inbox_.push(item); }
 
@@ -263,10 +241,8 @@ protected:
     std::uint32_t resumed_since_poll_ = 0;
     bool running_ = false;
     bool stop_requested_ = false;
-    std::size_t pool_waiters_ = 0; // tasks waiting for a thread-pool job
-    std::size_t pool_size_ = 0;    // the bound thread_pool() will use; 0: the default
     Inbox inbox_;
-    std::unique_ptr<ThreadPool> pool_; // after inbox_: destroyed first (its jobs deliver there)
+    PoolJobs pool_jobs_; // after inbox_: destroyed first (its jobs deliver there)
 
 private:
     friend class corio::WaitQueue;
@@ -355,64 +331,6 @@ inline void AsyncFd::move_to(detail::Kernel& kernel) noexcept {
 
 namespace detail {
 
-inline TaskId Kernel::spawn(std::coroutine_handle<Promise<void>> root) {
-    TaskRecord& record = tasks_.allocate();
-    record.root = root;
-    record.resume_point = root;
-    tasks_.make_ready(record);
-    return TaskTable::id_of(record);
-}
-
-// Destroys a task now: taken off what it waits on, its frames destroyed (destructors run, and may
-// re-enter), its waiters told it was killed.
-inline void Kernel::kill_task(TaskRecord& record) {
-    detach(record);
-    record.state = TaskState::dying;
-    const TaskId id = TaskTable::id_of(record);
-    const std::size_t mark = failures_.destroy_frames(record);
-    end_task(record, TaskExit{TaskExit::Outcome::killed, nullptr});
-    failures_.report_destruction_failures(id, mark);
-}
-
-// Kills every task, newest first: children die before the parents whose frames hold what they
-// wait on (an Event, a Queue...). Tasks that destructors spawn meanwhile die too.
-inline void Kernel::kill_everything() noexcept {
-    tasks_.each_newest_first([this](TaskRecord& record) { kill_task(record); });
-}
-
-inline void Kernel::finish(TaskRecord& record) {
-    std::exception_ptr error = record.root.promise().exception();
-    // A failure outranks a pending self-kill: an exception is never dropped unreported.
-    TaskExit exit{error                   ? TaskExit::Outcome::failed
-                  : record.kill_requested ? TaskExit::Outcome::killed
-                                          : TaskExit::Outcome::completed,
-                  error};
-    record.state = TaskState::dying;
-    const TaskId id = TaskTable::id_of(record);
-    const std::size_t mark = failures_.destroy_frames(record);
-    end_task(record, std::move(exit));
-    failures_.report_destruction_failures(id, mark);
-}
-
-// Wakes the waiters of an ended task, frees its slot, and reports a failure nobody waits for (one
-// handed to waiters is reported if none of them receives it: see Failures::settle).
-inline void Kernel::end_task(TaskRecord& record, TaskExit exit) {
-    const TaskId id = TaskTable::id_of(record);
-    bool handed = false;
-    if (exit.failed() && !record.waiters.empty()) {
-        handed = failures_.hand(id, exit.error, static_cast<std::uint32_t>(record.waiters.size()));
-    }
-    while (ListLinks* links = record.waiters.front()) {
-        auto& waiter = static_cast<TaskRecord&>(*links);
-        *waiter.wait.exit_out = exit;
-        wake(waiter);
-    }
-    tasks_.free(record);
-    if (exit.failed() && !handed) {
-        failures_.report(id, exit.error);
-    }
-}
-
 inline void Kernel::resume(TaskRecord& record) {
     ++resumed_since_poll_;
     record.state = TaskState::running;
@@ -446,7 +364,7 @@ inline bool Kernel::collect_ready_tasks() {
     if (!tasks_.has_ready() && !inbox_.has_work()) {
         if (!timers_.empty()) {
             timeout_ms = timers_.milliseconds_to_earliest();
-        } else if (fd_watches_.waiting_tasks() > 0 || pool_waiters_ > 0 || inbox_.held()) {
+        } else if (fd_watches_.waiting_tasks() > 0 || pool_jobs_.waiting() > 0 || inbox_.held()) {
             timeout_ms = -1; // the inbox's fd is watched too: a post or a finished job wakes it
         } else {
             return false;
@@ -524,3 +442,5 @@ void Kernel::run_loop(KeepGoing keep_going) {
 
 } // namespace detail
 } // namespace corio
+
+#include "corio/kernel/task_ends.hpp" // how tasks start and end: spawn, finish, kill, teardown

@@ -1,0 +1,235 @@
+// corio/net/socket_operations.hpp - what AsyncSocket's recv, send, send_all and waits are: FdOperations
+// on the socket's state, awaited without a coroutine frame (no allocation per call).
+//
+// Every operation first tries the system call; only when the kernel answers EAGAIN does the task
+// wait, and then try again. Readiness is a hint, the system call is the truth.
+//
+// Sends keep their order. Two tasks that send on one socket at once (send_all, send, in any mix)
+// never interleave their bytes: a send that finds another one waiting for room queues behind it,
+// and the data goes out in the order the sends began (FIFO), each whole before the next (a
+// send_all ended early by a deadline or a kill has sent a prefix of its data; the next one
+// follows it). The queue costs no memory: it is the order of the sends among the fd's waiting
+// writers in the kernel, plus a flag in the socket's padding (see SendOperation).
+#pragma once
+
+#include "corio/backend/selector.hpp"
+#include "corio/kernel/async_fd.hpp"
+#include "corio/kernel/fd_awaiter.hpp"
+#include "corio/kernel/kernel.hpp"
+
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include <cerrno>
+#include <concepts>
+#include <coroutine>
+#include <cstddef>
+#include <cstdint>
+#include <ranges>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <type_traits>
+
+namespace corio::detail {
+
+[[noreturn]] inline void throw_errno(int error, const std::string& what) {
+    throw std::system_error(error, std::system_category(), "corio: " + what);
+}
+
+// What an AsyncSocket holds: its fd (an AsyncFd: closing unregisters it from the Scheduler it
+// waited in first) and two flags, in the AsyncFd's padding. Its operations point at it rather than
+// copy it: they live in the awaiting frame (twice, with GCC 12: the operand and the awaiter).
+struct SocketState : AsyncFd {
+    using AsyncFd::AsyncFd;
+    bool drained = false; // the last recv emptied the receive queue: the next one waits first
+    bool send_waited = false; // a send waited, and none was seen done since (see SendOperation)
+};
+static_assert(sizeof(void*) != 8 || sizeof(SocketState) <= 32, "corio: SocketState grew");
+
+// `co_await socket.wait_readable()` / wait_writable(): readiness is the result.
+class [[nodiscard]] SocketWait : public FdAwaiter<SocketWait> {
+public:
+    SocketWait(SocketState& socket, Interest direction) noexcept
+        : FdAwaiter(socket, Kind::wait, direction) {}
+
+    bool wait_first() const noexcept { return true; }
+    bool try_now() noexcept { return true; }
+    bool done() const noexcept { return true; } // woken by readiness, or by a close: both end it
+    void outcome() const noexcept {}
+    static const char* name() noexcept { return "wait"; }
+};
+
+inline bool would_block(int error) noexcept { return error == EAGAIN || error == EWOULDBLOCK; }
+
+// At most INT32_MAX bytes per system call, so that a count fits an FdOperation's result (Linux
+// moves at most INT_MAX & PAGE_MASK bytes per call anyway).
+inline std::size_t clamp_count(std::size_t size) noexcept {
+    return size < static_cast<std::size_t>(INT32_MAX) ? size : static_cast<std::size_t>(INT32_MAX);
+}
+
+// A byte buffer a socket operation takes by reference (no temporary span in the awaiting frame).
+template <class Buffer>
+using ByteOf = std::remove_cv_t<std::ranges::range_value_t<Buffer>>;
+template <class Buffer, class Byte>
+concept ByteRange = std::ranges::contiguous_range<Buffer> && std::ranges::sized_range<Buffer> &&
+                    (std::same_as<ByteOf<Buffer>, std::byte> || std::same_as<ByteOf<Buffer>, char>) &&
+                    std::convertible_to<std::ranges::range_reference_t<Buffer>, Byte&>;
+template <class Buffer>
+concept WritableBytes = ByteRange<Buffer, ByteOf<Buffer>> &&
+                        std::ranges::borrowed_range<Buffer>; // not a temporary container
+template <class Buffer>
+concept ReadableBytes = ByteRange<Buffer, const ByteOf<Buffer>> &&
+                        !std::convertible_to<Buffer, std::string_view>; // text: send(string_view)
+
+template <class Buffer>
+std::byte* bytes_of(Buffer& buffer) noexcept {
+    return reinterpret_cast<std::byte*>(std::ranges::data(buffer));
+}
+template <class Buffer>
+const std::byte* const_bytes_of(const Buffer& buffer) noexcept {
+    return reinterpret_cast<const std::byte*>(std::ranges::data(buffer));
+}
+
+// `co_await socket.recv(buffer)`. After a read that returned less than the buffer could take, the
+// socket's receive queue was empty, so the next recv waits for readiness before it tries (the
+// EAGAIN it would get costs a system call per message).
+class [[nodiscard]] RecvOperation : public FdAwaiter<RecvOperation> {
+public:
+    RecvOperation(SocketState& socket, std::byte* data, std::size_t size) noexcept
+        : FdAwaiter(socket, Kind::recv, Interest::read), data_(data), size_(size) {}
+
+    bool wait_first() const noexcept { return socket().drained && size_ != 0; }
+    bool try_now() noexcept {
+        if (size_ == 0) {
+            result_ = 0; // 0 at once: the kernel would answer EAGAIN while nothing is pending
+            return true;
+        }
+        for (;;) {
+            const ssize_t count = ::recv(socket().fd(), data_, clamp_count(size_), 0);
+            if (count >= 0) {
+                result_ = static_cast<std::int32_t>(count);
+                return true;
+            }
+            if (errno != EINTR) {
+                if (would_block(errno)) {
+                    return false;
+                }
+                result_ = -errno;
+                return true;
+            }
+        }
+    }
+    bool done() const noexcept { return result_ != pending; }
+    std::size_t outcome() {
+        if (result_ < 0) {
+            throw_errno(-result_, "recv");
+        }
+        const auto received = static_cast<std::size_t>(result_);
+        socket().drained = received > 0 && received < size_;
+        return received;
+    }
+    static const char* name() noexcept { return "recv"; }
+
+private:
+    SocketState& socket() const noexcept { return static_cast<SocketState&>(target()); }
+
+    std::byte* data_;
+    std::size_t size_;
+};
+
+#if defined(MSG_NOSIGNAL)
+inline constexpr int send_flags = MSG_NOSIGNAL; // a reset peer is an EPIPE, never a SIGPIPE
+#else
+inline constexpr int send_flags = 0; // SO_NOSIGPIPE is set on the socket instead
+#endif
+
+// send (All = false: what the kernel takes now) and send_all (All = true: everything).
+//
+// Sends on one socket go out in the order they began (see the top of this file). A waiting send
+// tries again only while it is the first send among the fd's waiting writers
+// (Kernel::first_operation): the kernel retries the waiting writers in FIFO order, so the
+// next one goes only once the one before is done. A new send that finds one waiting queues behind
+// it without trying. To know that without a look at the kernel for every send, the socket keeps a
+// hint, set when a send suspends and cleared when a look finds none waiting: a socket whose sends
+// never waited, or whose last waiting send was seen done, costs one comparison.
+template <bool All>
+class [[nodiscard]] SendOperation : public FdAwaiter<SendOperation<All>> {
+    using Base = FdAwaiter<SendOperation<All>>;
+    using Kind = FdOperation::Kind;
+
+public:
+    SendOperation(SocketState& socket, const std::byte* data, std::size_t size) noexcept
+        : Base(socket, Kind::send, Interest::write), data_(data), size_(size) {}
+
+    template <class Promise>
+    bool await_suspend(std::coroutine_handle<Promise> caller) {
+        socket().send_waited = true;
+        queued_ = true;
+        return Base::await_suspend(caller);
+    }
+    decltype(auto) await_resume() {
+        queued_ = false; // woken without completing (the fd was forgotten): the next try is its own
+        return Base::await_resume();
+    }
+
+    bool wait_first() const noexcept {
+        SocketState& state = socket();
+        if (!state.send_waited || size_ == 0) [[likely]] {
+            return false;
+        }
+        const Kernel* kernel = state.kernel();
+        if (kernel != nullptr &&
+            kernel->first_operation(state.fd(), Interest::write, Kind::send) != nullptr) {
+            return true; // behind the sends that wait
+        }
+        state.send_waited = false;
+        return false;
+    }
+    bool try_now() noexcept {
+        if (queued_ && !first_in_line()) {
+            return false; // an earlier send is not done: its bytes go first
+        }
+        while (sent_ < size_) {
+            const ssize_t count =
+                ::send(socket().fd(), data_ + sent_, size_ - sent_, send_flags);
+            if (count >= 0) {
+                sent_ += static_cast<std::size_t>(count);
+                if (!All) {
+                    return done_ = true;
+                }
+            } else if (errno != EINTR) {
+                error_ = errno;
+                return done_ = !would_block(error_);
+            }
+        }
+        return done_ = true;
+    }
+    bool done() const noexcept { return done_; }
+    auto outcome() {
+        if (error_ != 0 && !would_block(error_) && (All || sent_ == 0)) {
+            throw_errno(error_, "send");
+        }
+        if constexpr (!All) {
+            return sent_;
+        }
+    }
+    static const char* name() noexcept { return "send"; }
+
+private:
+    SocketState& socket() const noexcept { return static_cast<SocketState&>(this->target()); }
+    bool first_in_line() const noexcept {
+        const Kernel* kernel = socket().kernel();
+        return kernel == nullptr ||
+               kernel->first_operation(socket().fd(), Interest::write, Kind::send) == this;
+    }
+
+    const std::byte* data_;
+    std::size_t size_;
+    std::size_t sent_ = 0;
+    int error_ = 0;
+    bool done_ = false;
+    bool queued_ = false; // suspended: it tries only when first in line
+};
+
+} // namespace corio::detail
