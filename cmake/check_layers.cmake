@@ -7,7 +7,7 @@
 # ids, errors, clocks, the thread pool) and the API built on the kernel; the files of each are listed.
 #   0 detail/      leaves: include nothing of corio
 #   1 backend/     the operating system's readiness APIs
-#   2 vocabulary   task.hpp task_id.hpp task_exit.hpp system_call.hpp timeout_error.hpp
+#   2 vocabulary   task.hpp task_id.hpp task_exit.hpp syscall_concept.hpp timeout_error.hpp
 #                  virtual_clock.hpp thread_pool.hpp
 #   3 kernel/      the loop and its parts
 #   4 core         scheduler.hpp syscalls.hpp timeout.hpp run_in_thread.hpp
@@ -20,7 +20,7 @@ if(NOT INCLUDE_DIR)
     message(FATAL_ERROR "check_layers.cmake: pass -DINCLUDE_DIR=<repo>/include")
 endif()
 
-set(vocabulary task.hpp task_id.hpp task_exit.hpp system_call.hpp timeout_error.hpp
+set(vocabulary task.hpp task_id.hpp task_exit.hpp syscall_concept.hpp timeout_error.hpp
     virtual_clock.hpp thread_pool.hpp)
 set(core scheduler.hpp syscalls.hpp timeout.hpp run_in_thread.hpp)
 set(top corio.hpp run_on_threads.hpp signal_wait.hpp)

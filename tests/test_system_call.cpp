@@ -1,4 +1,4 @@
-// Tests for corio/system_call.hpp: the SystemCall shape, and system calls written by users on top
+// Tests for corio/syscall_concept.hpp: the SystemCall shape, and system calls written by users on top
 // of the kernel's public services (task_count, unpark, sleep_until, wait_for_read, ...).
 #include <chrono>
 #include <coroutine>
@@ -10,7 +10,7 @@
 
 #include <corio/scheduler.hpp>
 #include <corio/syscalls.hpp>
-#include <corio/system_call.hpp>
+#include <corio/syscall_concept.hpp>
 
 #include "support/catch.hpp"
 #include "support/counted.hpp"

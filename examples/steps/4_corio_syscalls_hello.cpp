@@ -16,7 +16,7 @@
 
 namespace {
 
-// A system call of our own (see corio/system_call.hpp): the kernel stops watching `fd` before
+// A system call of our own (see corio/syscall_concept.hpp): the kernel stops watching `fd` before
 // it is closed. `handle` runs in the kernel; returning false lets the task go on at once.
 struct ForgetFd {
     explicit ForgetFd(int forgotten) noexcept : fd(forgotten) {}

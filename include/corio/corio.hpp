@@ -15,7 +15,7 @@
 #include "corio/signal_wait.hpp"
 #include "corio/sync/stop_event.hpp"
 #include "corio/syscalls.hpp"
-#include "corio/system_call.hpp"
+#include "corio/syscall_concept.hpp"
 #include "corio/task.hpp"
 #include "corio/task_exit.hpp"
 #include "corio/group/task_group.hpp"

@@ -28,7 +28,7 @@
 #pragma once
 
 #include "corio/scheduler.hpp"
-#include "corio/system_call.hpp"
+#include "corio/syscall_concept.hpp"
 #include "corio/thread_pool.hpp"
 #include "corio/kernel/inbox.hpp"
 

@@ -5,7 +5,7 @@
 // System calls reach the kernel's services through the Scheduler& their handle() receives.
 #pragma once
 
-#include "corio/system_call.hpp"
+#include "corio/syscall_concept.hpp"
 #include "corio/task.hpp"
 #include "corio/task_exit.hpp"
 #include "corio/thread_pool.hpp"
@@ -175,7 +175,7 @@ public:
     }
 
     /// Keeps run() from returning while it exists (thread-safe; see hold()). Move-only; it must
-    /// not outlive its Scheduler. release() lets run() return again (and wakes it to notice).
+    /// not outlive its Scheduler. release() (or its destructor) ends it.
     using Hold = detail::InboxHold;
 
     /// Thread-safe. While the returned Hold lives, run() does not return for lack of work: with

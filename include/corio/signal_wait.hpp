@@ -360,20 +360,20 @@ public:
         result_ = other.result_;
     }
     SignalWait& operator=(SignalWait&&) = delete;
-    ~SignalWait() { release(); } // a killed waiter: unregister, then close
+    ~SignalWait() { close_source(); } // a killed waiter: unregister, then close
 
     bool await_ready() {
         detail::claim_signal_mask(mask_);
         source_.open(mask_);
         if (!watched_.is_open()) {
-            watched_ = AsyncFd(source_.fd()); // the source owns it: see release()
+            watched_ = AsyncFd(source_.fd()); // the source owns it: see close_source()
         }
         return try_now();
     }
 
     int await_resume() {
         detail::Kernel* kernel = watched_.kernel();
-        release();
+        close_source();
         if (kernel != nullptr) {
             kernel->throw_if_interrupted(); // a deadline ended the wait (no signal was taken)
         }
@@ -395,7 +395,7 @@ public:
     static const char* name() noexcept { return "SignalWait"; }
 
 private:
-    void release() noexcept {
+    void close_source() noexcept {
         static_cast<void>(watched_.release()); // unregistered before the source closes it
         source_.close();
     }

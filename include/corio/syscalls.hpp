@@ -1,6 +1,6 @@
 // corio/syscalls.hpp - the system calls: what a task can ask of the kernel with `co_await`.
 //
-// Each is a small struct in the SystemCall shape (see system_call.hpp): handle() runs in the kernel
+// Each is a small struct in the SystemCall shape (see syscall_concept.hpp): handle() runs in the kernel
 // when the task traps, result() is what the task gets back. Writing your own is the same: the kernel
 // services they use (Scheduler::wait_for_read, sleep_until, unpark, ...) are public.
 //
@@ -15,7 +15,7 @@
 #pragma once
 
 #include "corio/scheduler.hpp"
-#include "corio/system_call.hpp"
+#include "corio/syscall_concept.hpp"
 #include "corio/task.hpp"
 #include "corio/task_exit.hpp"
 

@@ -28,7 +28,7 @@
 // instead: parameters are copied (or moved) into the frame.
 #pragma once
 
-#include "corio/system_call.hpp"
+#include "corio/syscall_concept.hpp"
 #include "corio/detail/frame_pool.hpp"
 
 #include <atomic>

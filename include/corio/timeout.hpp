@@ -29,7 +29,7 @@
 #pragma once
 
 #include "corio/scheduler.hpp"
-#include "corio/system_call.hpp"
+#include "corio/syscall_concept.hpp"
 #include "corio/task.hpp"
 #include "corio/timeout_error.hpp"
 

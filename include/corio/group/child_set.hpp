@@ -46,7 +46,7 @@
 
 #include "corio/detail/task_list.hpp"
 #include "corio/scheduler.hpp"
-#include "corio/system_call.hpp"
+#include "corio/syscall_concept.hpp"
 #include "corio/task.hpp"
 
 namespace corio::detail {

@@ -60,7 +60,7 @@
 
 #include "corio/group/child_set.hpp"
 #include "corio/scheduler.hpp"
-#include "corio/system_call.hpp"
+#include "corio/syscall_concept.hpp"
 #include "corio/task.hpp"
 
 namespace corio {

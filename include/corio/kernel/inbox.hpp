@@ -182,7 +182,8 @@ public:
     InboxHold& operator=(const InboxHold&) = delete;
     ~InboxHold() { release(); }
 
-    /// Lets run() return again when nothing is left to do (and wakes it to notice). Idempotent.
+    /// Ends the hold: run() may return again when nothing is left to do (and is woken to notice).
+    /// Idempotent.
     void release() noexcept {
         if (Inbox* inbox = std::exchange(inbox_, nullptr)) {
             inbox->holds_.fetch_sub(1, std::memory_order_release);

@@ -28,7 +28,7 @@
 //   * reporting a failure (the exception handler), and running a posted callable.
 #pragma once
 
-#include "corio/system_call.hpp"
+#include "corio/syscall_concept.hpp"
 #include "corio/task.hpp"
 #include "corio/task_exit.hpp"
 #include "corio/virtual_clock.hpp"
@@ -80,7 +80,7 @@ public:
         return timers_.deadline_after(delay);
     }
 
-    /// The trap: runs a system call's handle() for the task that awaits it (see system_call.hpp).
+    /// The trap: runs a system call's handle() for the task that awaits it (see syscall_concept.hpp).
     template <class Call, class Self = Scheduler>
     bool enter(Call& call, std::coroutine_handle<> caller) {
         TaskRecord& self = trapped_task();

@@ -29,7 +29,7 @@
 #pragma once
 
 #include "corio/scheduler.hpp"
-#include "corio/system_call.hpp"
+#include "corio/syscall_concept.hpp"
 
 #include <cassert>
 #include <optional>
@@ -64,7 +64,7 @@ public:
         /// Guard holds nothing.
         void unlock() noexcept {
             if (lock_ != nullptr) {
-                std::exchange(lock_, nullptr)->release();
+                std::exchange(lock_, nullptr)->unlock();
             }
         }
 
@@ -94,7 +94,7 @@ public:
         ~Acquire() {
             if (granted_) { // handed the lock, never took it: the task was killed
                 lock_->handed_to_ = nullptr;
-                lock_->release();
+                lock_->unlock();
             }
         }
 
@@ -107,7 +107,7 @@ public:
                 granted_ = true;
                 return false;
             }
-            kernel.wait_in(lock_->waiters_, this); // release() sets granted_, then wakes us
+            kernel.wait_in(lock_->waiters_, this); // unlock() sets granted_, then wakes us
             return true;
         }
         /// The Guard that holds the lock for the caller. Throws std::logic_error if the Lock was
@@ -168,7 +168,7 @@ private:
         }
     }
 
-    void release() noexcept {
+    void unlock() noexcept {
         assert(locked_);
         if (waiters_.empty()) {
             locked_ = false;

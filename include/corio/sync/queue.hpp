@@ -46,7 +46,7 @@
 
 #include "corio/detail/ring_buffer.hpp"
 #include "corio/scheduler.hpp"
-#include "corio/system_call.hpp"
+#include "corio/syscall_concept.hpp"
 
 #include <cassert>
 #include <concepts>

@@ -24,7 +24,7 @@
 #pragma once
 
 #include "corio/scheduler.hpp"
-#include "corio/system_call.hpp"
+#include "corio/syscall_concept.hpp"
 
 #include <cstddef>
 #include <stdexcept>

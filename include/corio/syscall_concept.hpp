@@ -1,4 +1,4 @@
-// corio/system_call.hpp - the shape of a system call: the trap through which a task asks the kernel.
+// corio/syscall_concept.hpp - the shape of a system call: the trap through which a task asks the kernel.
 //
 // In Beazley's scheduler a task `yield`s a SystemCall object; the scheduler calls its `handle()`
 // with the task and itself, and the call decides whether the task goes straight back to the ready
