@@ -2,29 +2,13 @@
 //
 //     std::string text = co_await corio::run_in_thread(read_whole_file, path);
 //
-// fn(args...) runs on the Scheduler's thread pool (Scheduler::thread_pool()); the task waits,
-// parked, while the loop serves the others, and resumes with fn's result, or with the exception
-// fn threw. The job's result travels back through the Scheduler's inbox (see scheduler.hpp),
-// so the loop learns of any number of finished jobs with one wake-up.
+// fn(args...) runs on the Scheduler's thread pool while the task waits, parked. The job comes back
+// through the Scheduler's inbox (kernel/inbox.hpp), so the loop learns of any number of finished
+// jobs with one wake-up. A running job cannot be interrupted, so a task that stops waiting (a
+// kill, a deadline) abandons its job rather than cancel it: the worker never touches the task's
+// frame, the job keeps its own state, and the loop frees it when it comes back (see ThreadJob).
 //
-// What is passed, and what comes back:
-// * fn and args are decayed and moved (or copied) into the job, as std::thread does: the job
-//   owns them, and they are destroyed on the worker once fn has run. To pass a reference, use
-//   std::ref: the referent must then outlive the job, which (see below) may outlive the task.
-// * The result is fn's return type without reference or cv-qualifiers: a function returning T&
-//   gives a copy of T. void gives void. The result type must be move-constructible.
-//
-// Cancellation. A running job cannot be interrupted; a deadline (timeout_after) or a KillTask
-// ends the task's wait at once, and then:
-// * a job that has not started yet never starts;
-// * a job that is running runs to its end on its worker, and its result (or exception) is
-//   destroyed, unseen, when it comes back. The worker never touches the task's frame: the job
-//   keeps its own state, and the loop frees it when it returns. Until then its worker is busy,
-//   so a bounded pool stays busy too.
-// A Scheduler destroyed with jobs in flight waits for the running ones (see ~Scheduler).
-//
-// With a VirtualClock, time jumps to the next timer while jobs run (the clock does not wait for
-// threads): test timeouts of thread jobs on the real clock.
+// Rules (what is passed, what comes back, cancellation): docs/guide.md#run_in_thread.
 #pragma once
 
 #include "corio/scheduler.hpp"
@@ -175,7 +159,7 @@ private:
 };
 
 /// `co_await run_in_thread(fn, args...)` runs fn(args...) on the Scheduler's thread pool and gives
-/// its result or rethrows its exception (see the top of this file).
+/// its result or rethrows its exception (rules: docs/guide.md#run_in_thread).
 template <class Fn, class... Args>
     requires std::is_invocable_v<std::decay_t<Fn>, std::decay_t<Args>...>
 [[nodiscard]] RunInThread<std::decay_t<Fn>, std::decay_t<Args>...> run_in_thread(Fn&& fn, Args&&... args) {

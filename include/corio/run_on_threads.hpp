@@ -1,14 +1,11 @@
 // corio/run_on_threads.hpp - using every core: N Schedulers on N threads, each with its own
 // listener, in one call.
 //
-//     corio::claim_signals({SIGINT, SIGTERM});           // before any thread starts (signal_wait.hpp)
 //     auto listeners = corio::listen_reuse_port("127.0.0.1", 5001, n);
 //     corio::StopEvent stop;
 //     corio::run_on_threads(n, [&](unsigned index, corio::Scheduler& kernel) {
-//         if (index == 0) {
-//             kernel.add_task(stop_on_signal(stop)); // co_await SignalWait{...}; stop.set();
-//         }
-//         return serve(std::move(listeners[index])); // a Task<>
+//         if (index == 0) { kernel.add_task(stop_on_signal(stop)); } // SignalWait, stop.set()
+//         return serve(std::move(listeners[index]));                 // a Task<>
 //     }, stop);
 //
 // The Schedulers share nothing: each thread has its own kernel, its own tasks and its own
@@ -17,18 +14,7 @@
 // threads is needed on the way in. What they do share is one StopEvent: set() wakes a task in
 // every Scheduler, which stops it.
 //
-// The rules, as run_on_threads keeps them:
-//   * Thread i builds its Scheduler, calls make_task(i) (or make_task(i, kernel)) there, and runs
-//     the Task it gives as its root until the root ends or `stop` is set. Then the Scheduler is
-//     destroyed on that thread: the tasks still alive are killed, their sockets close. Index 0 runs
-//     on the calling thread, the others on threads started here.
-//   * make_task is called once per thread, on that thread, possibly at the same time as on the
-//     others: it must be safe to call concurrently (give each index its own state).
-//   * A root that fails (or make_task, or a Scheduler that cannot be built) sets `stop`, so every
-//     thread ends; once all have been joined, the first failure is rethrown to the caller. A root
-//     that completes ends its own thread only.
-//   * Signals: on Linux a SignalWait reads a signalfd, and a signal the threads do not all block
-//     may end the process; claim the signals before calling this (threads inherit the mask).
+// Rules (make_task, failures; claim signals first): docs/guide.md#run_on_threads.
 #pragma once
 
 #include "corio/net/async_socket.hpp"
@@ -118,7 +104,7 @@ void run_thread(MakeTask& make_task, unsigned index, StopEvent& stop,
 
 /// Runs `count` Schedulers, one per thread (index 0 on the calling thread), each with the Task
 /// that `make_task(index)` or `make_task(index, scheduler)` gives as its root, until the roots
-/// have ended or `stop` is set (see the top of this file). Rethrows the first failure once every
+/// have ended or `stop` is set (docs/guide.md#run_on_threads). Rethrows the first failure once every
 /// thread has been joined. Throws std::system_error (EINVAL) if `count` is 0.
 template <class MakeTask>
     requires std::is_invocable_r_v<Task<>, MakeTask&, unsigned, Scheduler&> ||

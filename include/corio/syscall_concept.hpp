@@ -7,14 +7,10 @@
 //     bool handle(corio::Scheduler& kernel, corio::TaskId caller);
 //     R    result();                       // what `co_await` gives the task
 //
-// is a system call. `co_await call` inside a corio::Task suspends the task and runs `handle` in the
-// kernel. `handle` returns false to let the caller continue at once (GetTid), or true to leave it
-// suspended until the kernel wakes it: the call registered it somewhere (ReadWait, Sleep), or parked
-// it and will `Scheduler::unpark` it later. Then `result()` is called on resumption.
+// is a system call: `co_await call` suspends the task and runs `handle` in the kernel, which
+// returns false to let the caller continue at once, true to leave it waiting.
 //
-// The call object lives in the awaiting frame until `result()` returns, so the kernel may write the
-// result into it (WaitTask does). Give a call that owns resources a constructor rather than
-// relying on aggregate initialisation: see the note on GCC 12 in syscalls.hpp.
+// Rules for writing one: docs/guide.md#system-calls.
 #pragma once
 
 #include "corio/task_id.hpp"

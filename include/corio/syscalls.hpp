@@ -6,12 +6,11 @@
 //
 // Every call has a constructor although an aggregate would do: GCC 12 mis-compiles an aggregate
 // temporary with a non-trivial member in a co_await operand (`co_await NewTask{make()}` copies the
-// member's bytes and destroys it twice). Give your own system calls constructors too.
+// member's bytes and destroys it twice). The types and their constructors are both [[nodiscard]]
+// so that a forgotten co_await is a warning: Clang warns for the type alone, GCC 12 only for a
+// constructor marked [[nodiscard]].
 //
-// A system call does nothing until it is awaited, so `Sleep{1s};` without `co_await` is a mistake:
-// the types and their constructors are [[nodiscard]], which makes it a warning. (Clang warns for
-// the type alone; GCC 12 only for a constructor marked [[nodiscard]], hence both.) Mark your own
-// system calls the same way.
+// Rules: docs/guide.md#system-calls.
 #pragma once
 
 #include "corio/scheduler.hpp"

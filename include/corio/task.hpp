@@ -18,14 +18,7 @@
 //   too. When the kernel later resumes the child and it finishes, its final_suspend returns the
 //   parent's handle: control moves to the parent by symmetric transfer, never by a nested resume().
 //
-// A Task is move-only and owns its frame: destroying a Task destroys its coroutine frame, whether
-// it never ran, finished, or is suspended (the kernel unregisters a task's waits before it destroys
-// a suspended one). Values and exceptions travel from the child to whoever awaits it.
-//
-// Careful with lambdas: a lambda coroutine's captures live in the closure object, not in the
-// coroutine frame. `[&]() -> Task<> {...}()` is fine when awaited at once, but a Task created from a
-// temporary closure with captures and awaited later reads a dead closure. Pass state as parameters
-// instead: parameters are copied (or moved) into the frame.
+// Rules (ownership, values, one awaiter, lambdas): docs/guide.md#tasks.
 #pragma once
 
 #include "corio/syscall_concept.hpp"

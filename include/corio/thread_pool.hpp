@@ -1,19 +1,18 @@
 // corio/thread_pool.hpp - ThreadPool: a bounded set of worker threads for blocking work.
 //
-// The loop must never block, yet some work only comes in blocking form: getaddrinfo, file I/O on
-// most systems, a library without an asynchronous API, a long computation. Such work goes to a
-// pool of threads; the task that asked for it waits (see run_in_thread.hpp) while the loop serves
-// the others. The pool knows nothing of Schedulers: it runs jobs, first in, first out.
+// The loop must never block, yet some work only comes in blocking form (getaddrinfo, file I/O on
+// most systems, a library without an asynchronous API, a long computation): it goes to a pool of
+// threads while the task waits (run_in_thread.hpp). The pool knows nothing of Schedulers: it runs
+// jobs, first in, first out.
 //
-// Workers start lazily, one more whenever a job arrives and no worker is idle, up to the bound.
-// A Scheduler owns one pool and most programs never use it: eager workers would put threads into
-// every process that links corio, which is exactly the "threads by default" an event loop should
-// not have. Workers then live until shutdown(): a pool that served one burst serves the next
-// without paying for new threads.
+// Workers start lazily: a Scheduler owns one pool and most programs never use it, and eager
+// workers would put threads into every process that links corio (the "threads by default" an
+// event loop should not have). Once started they live until shutdown(), ready for the next burst.
+// Every worker blocks every signal, from before the thread starts so that not even its first
+// instruction can receive one: signals go to the loop's thread, where a signalfd or a handler
+// expects them, never to a worker in the middle of someone's blocking call.
 //
-// Every worker blocks every signal (the mask is set before the thread starts, so that not even
-// its first instruction can receive one): process signals go to the loop's thread, where a
-// signalfd or a handler expects them, never to a worker in the middle of someone's blocking call.
+// Rules: docs/guide.md#threadpool.
 #pragma once
 
 #include <pthread.h>

@@ -3,29 +3,16 @@
 //     std::size_t n = co_await corio::timeout_after(2s, socket.recv(buffer)); // or TimeoutError
 //     std::optional<std::size_t> m = co_await corio::ignore_after(2s, socket.recv(buffer));
 //
-// How it works: the operation runs inside a deadline scope of the calling task. If the deadline
-// passes while the task waits (on an fd, a timer, another task, a queue...), the kernel takes it
+// How it works: the operation runs inside a deadline scope of the calling task (a timer kept by
+// kernel/deadline_scopes.hpp). If the deadline passes while the task waits, the kernel takes it
 // off that wait and the system call it was suspended in throws a TimeoutError that belongs to the
 // scope. It unwinds the operation's frames like any exception (their destructors run) up to the
-// scope that owns it, which turns it into its own result: a plain TimeoutError from timeout_*,
-// an empty optional from ignore_*. A deadline that passes while the task is running or already
-// woken does not take back what it was woken for: its next wait ends at once instead.
+// scope that owns it, which turns it into its own result: a plain TimeoutError from timeout_*, an
+// empty optional from ignore_*; other scopes let it pass. Scopes nest with the awaits, and
+// ScopeExit leaves a scope (cancelling its timer) however its frame ends.
 //
-// A passed deadline stays passed: until the scope is left, every wait inside it ends at once with
-// the scope's TimeoutError (calls that need not wait still work: a get from a Queue that holds
-// an item, a recv with data there, GetTid...). A yield counts as a wait: Yield, a Sleep that is
-// not positive, a SleepUntil of a time that has passed all end with the TimeoutError of a
-// deadline that has passed, even one whose timer the loop has not looked at yet (a task that ran
-// past its deadline without waiting); a deadline that passes while such a task sits in the ready
-// queue interrupts it there, as it would a Sleep. So code in between that catches
-// TimeoutError — say, a fallback around an inner timeout — cannot make the scope outlive its
-// deadline. Cleanup that must wait belongs outside the timed-out scope, after timeout_after threw.
-//
-// Nesting: scopes nest with the awaits. When an outer deadline passes, the outer scope's error
-// crosses the inner scopes untouched (they are moot); when an inner one passes, the inner
-// timeout_after throws a plain TimeoutError, which the outer scope treats as any other failure of
-// its operation. Leaving a scope, however it is left (value, exception, or the task killed),
-// cancels its timer: nothing stays registered.
+// Rules (passed deadlines, yields, nesting): README.md#timeouts, README.md#cancellation and
+// docs/guide.md#timeouts.
 #pragma once
 
 #include "corio/scheduler.hpp"

@@ -3,28 +3,13 @@
 //     auto [user, orders] = co_await corio::when_all(fetch_user(id), fetch_orders(id));
 //     std::vector<std::string> pages = co_await corio::when_all(std::move(fetches));
 //
-// Each task runs as a separate task of the Scheduler (so they interleave: the total time is that
-// of the slowest, not the sum), supervised like the children of a TaskGroup (see
-// task_group.hpp and detail/child_set.hpp). The values come back in argument order, whatever
-// order the tasks finish in: a tuple for the variadic form (std::monostate stands for a void
-// task), a vector for the vector form (`Task<>` for a vector of void tasks). A vector of no tasks
-// gives an empty vector at once, without suspending.
+// when_all is a Task that runs in the awaiting task and keeps a ChildSet (group/child_set.hpp) in
+// its frame: each task runs as a separate task of the Scheduler under a supervisor that stores its
+// value into a slot of when_all's frame, and destroying that frame (a kill, a deadline unwinding
+// it) kills every child first. The slots are declared before the set, so they outlive the
+// children that write into them.
 //
-// Failure: if a task throws, the others are killed at once (they never run again, their frames
-// are destroyed) and the first exception propagates from `co_await when_all(...)`; later ones are
-// dropped, as in a TaskGroup. A task killed from outside (KillTask on its id) leaves a hole no
-// value can fill, so it counts as a failure: the others are killed and when_all throws
-// std::runtime_error.
-//
-// Cancellation: when_all is a Task that runs in the awaiting task, and the children are owned by
-// its frame. Killing the awaiting task destroys that frame, which kills every child before the
-// KillTask returns. A deadline around it (`timeout_after(d, when_all(...))`) throws TimeoutError
-// in the awaiting task; as it unwinds out of when_all's frame, the children are killed: by the
-// time timeout_after throws, nothing of them is left (no timer, no fd interest, no frame).
-//
-// Values must be objects (not references): they are moved out of the tasks' frames into the
-// result. The tasks are validated when when_all is called: an empty Task, or one that has already
-// run, throws std::invalid_argument there.
+// Rules: docs/guide.md#when_all.
 #pragma once
 
 #include <cstddef>
@@ -95,7 +80,7 @@ inline Task<> when_all_void(std::vector<Task<>> tasks) {
 
 /// Runs the tasks concurrently, each as a task of its own, and gives their values as a tuple in
 /// argument order (std::monostate for a void task). If one throws, the others are killed and the
-/// first exception propagates. See the top of when_all.hpp.
+/// first exception propagates. See docs/guide.md#when_all.
 template <class... Ts>
 [[nodiscard]] Task<std::tuple<detail::value_or_monostate_t<Ts>...>> when_all(Task<Ts>... tasks) {
     static_assert((!std::is_reference_v<Ts> && ...),

@@ -6,30 +6,11 @@
 //     auto any = co_await corio::when_any(read_reply(socket), read_reply(backup)); // variadic
 //     if (any.index == 0) { ... std::get<0>(any.value) ... }
 //
-// Each task runs as a separate task of the Scheduler, supervised like the children of a TaskGroup
-// (see task_group.hpp and detail/child_set.hpp). The first task to finish - by returning or by
-// throwing - wins: every other task is killed at that moment, synchronously, from the winner's
-// task, so no loser runs again. By the time `co_await when_any(...)` gives its result, the losers
-// are gone: their frames destroyed (their destructors ran) and nothing of theirs left registered
-// with the kernel (no timer, no fd interest, no task). If the winner threw, when_any rethrows its
-// exception; otherwise it gives the winner's position and value:
+// Built like when_all (a Task that keeps a ChildSet in its frame: group/child_set.hpp). The first
+// child to return or throw decides, and kills the others while its own task is still the running
+// one, so no loser runs again and nothing of them is left once when_any gives its result.
 //
-// * `when_any(std::vector<Task<T>>)` gives `WhenAny<T>`: `.index` in the vector and `.value`
-//   (WhenAny<void> has only `.index`);
-// * `when_any(Task<Ts>...)` gives `WhenAny<std::variant<Vs...>>`: `.index` among the arguments
-//   and `.value` holding the winner's value as alternative `.index` (std::monostate for a void
-//   task; `.value.index() == .index` even when two tasks give the same type).
-//
-// An empty vector has no winner: when_any throws std::invalid_argument when called. A task killed
-// from outside (KillTask on its id) does not win; it just leaves the race. If every task is killed
-// that way, when_any throws std::runtime_error.
-//
-// Cancellation: when_any is a Task that runs in the awaiting task, and the tasks are owned by its
-// frame. Killing the awaiting task destroys that frame, which kills every task before the KillTask
-// returns. A deadline around it (`timeout_after(d, when_any(...))`) throws TimeoutError in the
-// awaiting task, and the tasks are killed as it unwinds out of when_any's frame.
-//
-// Values must be objects (not references): the winner's is moved out of its frame into the result.
+// Rules: docs/guide.md#when_any.
 #pragma once
 
 #include <cstddef>
@@ -110,7 +91,7 @@ when_any_variant(std::index_sequence<Is...> /*unused*/, Task<Ts>... tasks) {
 
 /// Runs the tasks concurrently; the first to return or throw wins and the others are killed (and
 /// gone) before this gives the winner's index and value or rethrows its exception. Throws
-/// std::invalid_argument for an empty vector. See the top of when_any.hpp.
+/// std::invalid_argument for an empty vector. See docs/guide.md#when_any.
 template <class T>
 [[nodiscard]] Task<WhenAny<T>> when_any(std::vector<Task<T>> tasks) {
     static_assert(!std::is_reference_v<T>, "corio: when_any needs tasks that give objects");

@@ -4,14 +4,12 @@
 // Scheduler's thread pool (run_in_thread.hpp) while the loop serves the other tasks. A numeric
 // address ("127.0.0.1", "::1", "[::1]") is parsed on the spot, without the pool.
 //
-// What it asks for: stream sockets, IPv4 and IPv6 alike (AF_UNSPEC), in the order the system
-// prefers (RFC 6724 in glibc). AI_ADDRCONFIG is not used: it would drop ::1 for "localhost" on a
-// machine with no IPv6 address other than loopback, while a connect() that tries each address in
-// turn (AsyncSocket::connect) only pays one quick failure for an unusable family.
+// It asks for stream sockets, IPv4 and IPv6 alike (AF_UNSPEC). AI_ADDRCONFIG is not used: it would
+// drop ::1 for "localhost" on a machine with no IPv6 address other than loopback, while a connect()
+// that tries each address in turn (AsyncSocket::connect) only pays one quick failure for an
+// unusable family.
 //
-// Errors are std::system_error. getaddrinfo's own codes (EAI_NONAME, EAI_AGAIN...) come in
-// resolve_category(), whose messages are gai_strerror's; EAI_SYSTEM becomes the errno it stands
-// for, in std::system_category(). A name that is empty or holds a NUL is EINVAL.
+// Rules (order, errors): docs/guide.md#addresses-and-name-resolution.
 #pragma once
 
 #include "corio/run_in_thread.hpp"
@@ -85,7 +83,7 @@ inline std::vector<SocketAddress> resolve_blocking(const std::string& host, std:
 } // namespace detail
 
 /// The IPv4 and IPv6 addresses of `host` with `port`, best first; a numeric address gives itself
-/// at once. Throws std::system_error (see the top of this file). The host is taken by value: the
+/// at once. Throws std::system_error (docs/guide.md#addresses-and-name-resolution). The host is taken by value: the
 /// Task is lazy.
 inline Task<std::vector<SocketAddress>> resolve(std::string host, std::uint16_t port) {
     if (host.empty() || host.find('\0') != std::string::npos) {

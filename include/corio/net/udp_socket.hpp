@@ -7,20 +7,12 @@
 // Built like AsyncSocket, on its pieces (async_socket.hpp): each operation is an FdOperation that
 // tries the system call first and waits for readiness only on EAGAIN; the operations are
 // awaitables without a coroutine frame and copy nothing to the heap, so a datagram costs no
-// allocation; errors are std::system_error with errno; timeouts (timeout_after) and
-// KillTask end a wait like any other. The fd is owned by an AsyncSocket inside, so it is
-// non-blocking, close-on-exec, and unregistered from its Scheduler before it is closed.
+// allocation. The fd is owned by an AsyncSocket inside (whose stream operations are not exposed),
+// so it is non-blocking, close-on-exec, and unregistered from its Scheduler before it is closed.
+// Unlike a stream's short read, a short datagram says nothing about the receive queue, so every
+// receive tries the system call first (no "drained" hint as AsyncSocket's recv keeps).
 //
-// One datagram per receive, never a part of one: a datagram longer than the buffer fills the
-// buffer and the rest of it is discarded by the kernel; Datagram::truncated says so (MSG_TRUNC),
-// and Datagram::size is then the buffer's size, the bytes actually stored. An empty buffer
-// receives (and discards) one datagram, and a datagram may be empty: size 0 is not end-of-stream.
-// Unlike a stream's recv, a short datagram says nothing about the queue: the next receive tries
-// the system call first.
-//
-// IPv6 and dual stack: bind("::", port) on Linux also receives IPv4 datagrams unless the system
-// sets net.ipv6.bindv6only; they come from peers shown as "[::ffff:127.0.0.1]:port". Bind
-// "0.0.0.0" and "::" on two sockets to keep the families apart on every system.
+// Rules (truncation, empty datagrams, connect, dual stack): docs/guide.md#udpsocket.
 #pragma once
 
 #include <cerrno>
@@ -177,7 +169,7 @@ public:
     }
 
     /// `co_await socket.recv_from(buffer)` -> Datagram: waits for one datagram and stores as much
-    /// of it as fits (see the top of this file). The buffer must live until then; it is taken by
+    /// of it as fits (docs/guide.md#udpsocket). The buffer must live until then; it is taken by
     /// reference like AsyncSocket::recv's.
     template <class Buffer>
     requires detail::WritableBytes<Buffer>

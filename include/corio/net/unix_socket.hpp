@@ -5,21 +5,10 @@
 //     corio::AsyncSocket client = co_await corio::AsyncSocket::connect(path);
 //     auto [left, right] = corio::unix_socket_pair();                    // connected, no file
 //
-// accept, recv, send, send_all, shutdown_write, timeouts and kills work as over TCP. Addresses
-// are SocketAddress (socket_address.hpp says why not a type of their own): from_path for a file,
-// abstract_name (Linux) for a name with no file. An accepted peer is usually unnamed: its
-// address prints as "(unnamed)".
-//
-// Who removes the file: the program that bound it, itself. corio never unlinks a path, neither
-// before binding nor when the listener closes:
-//   * before: a file already at the path makes listen fail with EADDRINUSE rather than silently
-//     take the name from a server that may still be running (or remove a file that is no socket
-//     at all). A program that knows the path is its own stale one removes it first.
-//   * after: an AsyncSocket does not remember the path it was bound to, and the file may have
-//     been replaced meanwhile; a closed listener leaves the file behind, and connecting to it
-//     gives ECONNREFUSED. Remove it (std::filesystem::remove, ::unlink) once the listener is
-//     closed.
-// Abstract names (Linux) need none of this: the name vanishes with the last socket bound to it.
+// Addresses are SocketAddress (socket_address.hpp says why not a type of their own). corio never
+// unlinks a path: removing a file before binding could take the name from a server that still
+// runs, and an AsyncSocket does not remember the path it was bound to, which may have been
+// replaced meanwhile. Who removes the file, and when: docs/guide.md#unix-domain-sockets.
 #pragma once
 
 #include <cerrno>

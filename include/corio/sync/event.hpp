@@ -5,15 +5,11 @@
 //     ready.set();             // in another: sets the flag and wakes every waiter, oldest first
 //
 // The waiters are parked in a WaitQueue of the kernel (see Scheduler::wait_in), so the kernel does
-// all the bookkeeping of cancellation: a waiter that is killed, or whose deadline passes
-// (timeout_after, ignore_after), is taken off the queue by the kernel and set() never sees it.
-// set() wakes the waiters it finds; each returns from wait() even if the flag is cleared again
-// before it runs (it was woken, and a woken task is never sent back to wait).
+// all the bookkeeping of cancellation: a waiter that is killed, or whose deadline passes, is taken
+// off the queue by the kernel and set() never sees it. One Scheduler's tasks only: no atomics, no
+// locks.
 //
-// An Event belongs to the tasks of one Scheduler (single-threaded: no atomics, no locks). It learns
-// its Scheduler from the first task that waits. Destroyed while tasks wait on it (it lived in the
-// frame of a task that was killed), it wakes them with a std::logic_error, thrown from their
-// `co_await event.wait()` (see WaitQueue).
+// Rules: docs/guide.md#event (and #synchronisation, for what every primitive shares).
 #pragma once
 
 #include "corio/scheduler.hpp"
@@ -54,7 +50,7 @@ public:
     Event() = default;
     Event(const Event&) = delete;
     Event& operator=(const Event&) = delete;
-    /// Tasks still waiting wake with std::logic_error (see the top of this file).
+    /// Tasks still waiting wake with std::logic_error (see WaitQueue).
     ~Event() = default;
 
     /// `co_await event.wait()` suspends the calling task until the flag is set; returns at once

@@ -6,26 +6,14 @@
 //         ...                                                 // may co_await: the lock stays held
 //     }                                                       // released here, however it is left
 //
-// Tasks only switch at a co_await, so a critical section that never suspends needs no lock at all;
-// a Lock is for one that does (a read-modify-write around I/O, a multi-step protocol on a socket).
+// FIFO hand-off, no barging: releasing the lock while tasks wait does not unlock it; the
+// longest-waiting task becomes the owner there and then (its Acquire is marked through the cookie
+// of Scheduler::wait_in) and is woken. An Acquire that was handed the lock and whose task is
+// killed before it runs passes the lock on from its destructor. A Lock destroyed while tasks wait
+// wakes them with a std::logic_error (see WaitQueue); one destroyed while handed to a task that
+// has not run yet leaves that task the same error (see ~Lock).
 //
-// Fairness: FIFO hand-off, no barging. Releasing the lock while tasks wait does not unlock it: the
-// longest-waiting task becomes the owner there and then (its system-call object is marked through
-// the cookie of Scheduler::wait_in) and is woken; a task that arrives in the meantime, even one
-// that only calls try_acquire(), finds the lock held and queues behind.
-//
-// Cancellation: a waiter that is killed, or whose deadline passes (timeout_after gives
-// TimeoutError, ignore_after an empty optional), is taken off the wait list by the kernel and
-// never owned the lock. A waiter that was handed the lock but is killed before it runs passes it
-// on from its system-call object's destructor (to the next waiter, or unlocks it). A woken task is
-// never interrupted by a deadline (see timeout.hpp), so a hand-off is never lost to a timeout.
-//
-// A Lock belongs to the tasks of one Scheduler (single-threaded: no atomics); it learns which from
-// the first task that waits. Destroyed while tasks wait on it (or while it is handed to one that
-// has not run yet: its owner was killed and released it), it wakes them with a std::logic_error
-// thrown from their `co_await lock.acquire()` (see WaitQueue). It must outlive its
-// Guards: destroy it only unlocked (declare it before the Scheduler, or in the task that spawns
-// the tasks that use it: the Scheduler destroys children before their parents).
+// Rules: docs/guide.md#lock (and #synchronisation).
 #pragma once
 
 #include "corio/scheduler.hpp"

@@ -4,8 +4,8 @@
 //     co_await jobs.put(std::move(job));    // producer: suspends while the queue is full
 //     Job next = co_await jobs.get();       // consumer: suspends while it is empty
 //
-// Fairness and hand-off. Getters and putters each wait in a FIFO WaitQueue of the kernel, and a
-// value never passes a waiting task by:
+// Hand-off. Getters and putters each wait in a FIFO WaitQueue of the kernel, and a value never
+// passes a waiting task by:
 //
 //     put(v), a getter waits ──▶ v goes straight into the oldest getter's system-call object
 //                                 (the cookie of Scheduler::wait_in points at it) and that getter
@@ -13,35 +13,16 @@
 //     get(), items waiting    ──▶ takes the front item; if that made room, the oldest putter's
 //                                 value moves to the back of the queue and that putter is woken
 //
-// So a getter that waits is never overtaken by one that comes later, nor a putter by a later
-// putter; a handed-over value belongs to its getter even before the getter runs (Go's channels do
-// the same), which is why it does not count against max_size.
-//
-// Cancellation loses nothing. The system-call object of a waiting task lives in that task's frame
-// until `co_await` returns, and the kernel takes a task that is killed, or whose deadline passes,
-// off its WaitQueue before anything else happens to it:
-// * a putter that is killed or times out while it waits never put its value (it is destroyed with
-//   the call object; timeout_after gives TimeoutError, ignore_after false);
-// * a getter that is killed or times out while it waits was handed nothing;
-// * a getter that was handed a value and is killed before it runs gives the value back from its
-//   call object's destructor: to the next waiting getter, or else to the FRONT of the queue, where
-//   it was. That may leave the queue holding one more item than max_size for a while (full() is
-//   true, puts wait); losing or reordering the value would be worse. (Should several such
-//   getters die, each value goes back to the front as its getter dies: the last to die is first.)
-//   A woken task is never interrupted by a deadline (see timeout.hpp), so a handed-over value is
-//   not lost to a timeout.
+// A getter that was handed a value and is killed before it runs gives it back from its Get's
+// destructor: to the next waiting getter, or else to the front of the queue, where it was.
 //
 // Storage: a ring buffer (detail/ring_buffer.hpp) that grows to its peak and then never allocates
 // again. It always keeps room for every value held by getters that have not run yet, so giving one
-// back from a destructor (from a kill, or from the Scheduler's destruction) cannot fail. T's move
-// constructor and destructor must not throw: a value is moved at every hand-off, and a move that
-// failed half-way would lose it.
+// back from a destructor (from a kill, or from the Scheduler's destruction) cannot fail. For the
+// same reason T's move constructor and destructor must not throw: a move that failed half-way
+// would lose the value.
 //
-// A Queue belongs to the tasks of one Scheduler (single-threaded: no atomics, no locks); it learns
-// which from the first task that waits. Destroyed while tasks wait to get or put, it wakes them
-// with a std::logic_error thrown from their `co_await` (see WaitQueue; a putter's value is
-// destroyed with it). It must outlive the getters it handed values to (destroy it when the tasks
-// that use it have ended: declare it before the Scheduler, or in the task that spawns them).
+// Rules (cancellation, max_size, lifetime): docs/guide.md#queue (and #synchronisation).
 #pragma once
 
 #include "corio/detail/ring_buffer.hpp"
@@ -152,7 +133,7 @@ public:
     Queue(const Queue&) = delete;
     Queue& operator=(const Queue&) = delete;
     ~Queue() {
-        // Waiters are woken with an error (see the top of this file); a held value cannot be.
+        // Waiters are woken with an error (see WaitQueue); a held value cannot be.
         assert(held_ == 0 && "corio: a Queue was destroyed while a getter held its value");
     }
 

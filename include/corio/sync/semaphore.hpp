@@ -5,22 +5,12 @@
 //     ...
 //     slots.release();                // gives it back (to the longest-waiting task, if any)
 //
-// Fairness: FIFO hand-off, no barging. release() with tasks waiting does not raise the count: the
-// permit goes straight to the longest-waiting task (marked in its system-call object through the
-// cookie of Scheduler::wait_in), which is woken; a task that comes in the meantime, even one that
-// only calls try_acquire(), finds no permit and queues behind. So value() > 0 means nobody waits.
+// FIFO hand-off, no barging: release() with tasks waiting does not raise the count; the permit
+// goes straight to the longest-waiting task (its Acquire is marked through the cookie of
+// Scheduler::wait_in), which is woken. An Acquire that was handed a permit and whose task is
+// killed before it runs gives the permit back from its destructor.
 //
-// Cancellation: a waiter that is killed, or whose deadline passes (timeout_after gives
-// TimeoutError, ignore_after false), is taken off the wait list by the kernel and never got a
-// permit. A waiter that was handed a permit but is killed before it runs gives it back from its
-// system-call object's destructor (to the next waiter, or to the count). A woken task is never
-// interrupted by a deadline (see timeout.hpp), so a permit is never lost to a timeout.
-//
-// A Semaphore belongs to the tasks of one Scheduler (single-threaded: no atomics); it learns which
-// from the first task that waits. Destroyed while tasks wait on it, it wakes them with a
-// std::logic_error thrown from their `co_await semaphore.acquire()` (see WaitQueue). It must
-// outlive the waiters it has handed a permit to (destroy it when the tasks that use it have ended:
-// declare it before the Scheduler, or in the task that spawns them).
+// Rules: docs/guide.md#semaphore (and #synchronisation).
 #pragma once
 
 #include "corio/scheduler.hpp"
@@ -77,7 +67,7 @@ public:
     explicit Semaphore(std::size_t initial) noexcept : value_(initial) {}
     Semaphore(const Semaphore&) = delete;
     Semaphore& operator=(const Semaphore&) = delete;
-    /// Tasks still waiting wake with std::logic_error (see the top of this file).
+    /// Tasks still waiting wake with std::logic_error (see WaitQueue).
     ~Semaphore() = default;
 
     /// `co_await semaphore.acquire()` takes a permit, suspending while there is none (after the
