@@ -293,6 +293,25 @@ TEST_CASE("task_group: a child failure the parent never receives is reported onc
     require_empty(kernel);
 }
 
+Task<> sleep_for(Scheduler::Clock::duration length) { co_await Sleep{length}; }
+
+TEST_CASE("task_group: a child failure the parent never receives is reported when the Scheduler "
+          "is destroyed under the parent",
+          "[task_group]") {
+    FrameLeakCheck leaks;
+    Log reports;
+    {
+        VirtualClock clock;
+        Scheduler kernel(clock);
+        record_reports(kernel, reports);
+        TaskId parent;
+        kernel.add_task(fail_and_never_wait(parent, false));
+        kernel.run_until_complete(sleep_for(3s)); // the child failed at 1 s; the parent sleeps on
+        CHECK(reports.empty());
+    } // the Scheduler kills the parent, whose group holds the failure nobody received
+    CHECK(reports == Log{"unreceived"});
+}
+
 Task<> leave_scope_by_exception(bool& first_resumed, bool& second_resumed) {
     TaskGroup group;
     co_await group.spawn(sleep_holding(long_sleep, Counted(1), first_resumed));

@@ -153,15 +153,6 @@ Task<> supervise(ChildLink link, Task<T> child, Store store) {
     }
 }
 
-// Carries an exception that a set's owner never received to the Scheduler's report of failures
-// nobody waited for (see ChildSet::~ChildSet).
-inline Task<> fail_with(std::exception_ptr error) {
-    if (error) {
-        std::rethrow_exception(error);
-    }
-    co_return;
-}
-
 // The children of one owner task (see the top of this file).
 class ChildSet {
 public:
@@ -181,10 +172,9 @@ public:
         }
         assert(waiters_.empty() && "corio: a TaskGroup was destroyed while a task waits for it");
         if (error_ && !delivered_ && kernel_ != nullptr) {
-            try {
-                kernel_->add_task(fail_with(error_));
-            } catch (...) { // out of memory: nothing better to do in a destructor
-            }
+            // Reported now, under the owner's id: a task spawned to carry it would die unrun
+            // when the set goes with its Scheduler, and the failure with it.
+            kernel_->report_failure(owner_, error_);
         }
     }
 

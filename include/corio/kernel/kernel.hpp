@@ -143,6 +143,12 @@ public:
     /// with true when its task receives the failure, false when the task ends first. A failure
     /// that none of the waiters it was handed to receives is reported like one nobody waited for.
     void settle_failure(TaskId failed, bool received) noexcept { failures_.settle(failed, received); }
+    /// Reports `error` as the failure of task `task` that nobody received (the exception
+    /// handler, by default a line on stderr), now. For failures a task held for others and can
+    /// no longer hand on: a TaskGroup destroyed before its parent received a child's failure.
+    void report_failure(TaskId task, const std::exception_ptr& error) noexcept {
+        failures_.report(task, error);
+    }
 
     /// Suspends the calling task until `deadline`.
     void sleep_until(Clock::time_point deadline) {
