@@ -2,14 +2,14 @@
 #pragma once
 
 #include "corio/backend/selector.hpp"
+#include "corio/detail/posix.hpp"
 
 #include <sys/epoll.h>
-#include <unistd.h>
 
 #include <array>
 #include <cerrno>
 #include <cstddef>
-#include <system_error>
+#include <cstdint>
 #include <utility>
 
 namespace corio {
@@ -18,14 +18,10 @@ namespace corio {
 /// when the interest changes, so a task that waits on the same socket again costs no system call.
 class EpollSelector {
 public:
-    EpollSelector() : epoll_fd_(::epoll_create1(EPOLL_CLOEXEC)) {
-        if (epoll_fd_ < 0) {
-            throw std::system_error(errno, std::generic_category(), "corio: epoll_create1");
-        }
-    }
+    EpollSelector() : epoll_fd_(detail::open_epoll()) {}
     EpollSelector(const EpollSelector&) = delete;
     EpollSelector& operator=(const EpollSelector&) = delete;
-    ~EpollSelector() { ::close(epoll_fd_); }
+    ~EpollSelector() { detail::close_fd(epoll_fd_); }
 
     void watch(int fd, Interest before, Interest after) {
         if (before == after) {
@@ -105,9 +101,7 @@ private:
         }
         return ready;
     }
-    [[noreturn]] static void fail(const char* what) {
-        throw std::system_error(errno, std::generic_category(), std::string("corio: ") + what);
-    }
+    [[noreturn]] static void fail(const char* what) { detail::throw_errno(errno, what); }
 
     int epoll_fd_;
     std::array<epoll_event, batch> events_{};

@@ -2,13 +2,12 @@
 #pragma once
 
 #include "corio/backend/selector.hpp"
+#include "corio/detail/posix.hpp"
 
 #include <poll.h>
 
 #include <cerrno>
 #include <cstddef>
-#include <string>
-#include <system_error>
 #include <vector>
 
 namespace corio {
@@ -21,7 +20,7 @@ public:
             return;
         }
         if (fd < 0) {
-            throw std::system_error(EBADF, std::generic_category(), "corio: poll watch");
+            detail::throw_errno(EBADF, "poll watch"); // what epoll_ctl says, in the same category
         }
         auto index = static_cast<std::size_t>(fd);
         if (index >= slot_of_fd_.size()) {
@@ -52,7 +51,7 @@ public:
         while ((count = ::poll(fds_.data(), static_cast<nfds_t>(fds_.size()),
                                budget.remaining_ms())) < 0) {
             if (errno != EINTR) {
-                throw std::system_error(errno, std::generic_category(), "corio: poll");
+                detail::throw_errno(errno, "poll");
             }
         }
         std::size_t reported = 0;

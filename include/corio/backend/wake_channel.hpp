@@ -8,16 +8,15 @@
 // its own, and many notifications before the loop looks cost it one wake-up.
 #pragma once
 
-#include <fcntl.h>
+#include "corio/detail/posix.hpp"
+
 #include <unistd.h>
 #if defined(__linux__) && !defined(CORIO_FORCE_POLL)
-#include <sys/eventfd.h>
 #define CORIO_DETAIL_WAKE_EVENTFD 1
 #endif
 
 #include <cerrno>
 #include <cstdint>
-#include <system_error>
 
 namespace corio::detail {
 
@@ -27,11 +26,9 @@ public:
     WakeChannel(const WakeChannel&) = delete;
     WakeChannel& operator=(const WakeChannel&) = delete;
     ~WakeChannel() {
-        if (read_fd_ >= 0) {
-            ::close(read_fd_);
-        }
-        if (write_fd_ >= 0 && write_fd_ != read_fd_) {
-            ::close(write_fd_);
+        close_fd(read_fd_);
+        if (write_fd_ != read_fd_) {
+            close_fd(write_fd_);
         }
     }
 
@@ -41,26 +38,11 @@ public:
             return;
         }
 #if defined(CORIO_DETAIL_WAKE_EVENTFD)
-        const int fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (fd < 0) {
-            throw std::system_error(errno, std::system_category(), "corio: eventfd");
-        }
-        read_fd_ = write_fd_ = fd;
+        read_fd_ = write_fd_ = open_eventfd();
 #else
-        int ends[2] = {-1, -1};
-        if (::pipe(ends) < 0) {
-            throw std::system_error(errno, std::system_category(), "corio: pipe");
-        }
-        for (const int fd : ends) {
-            if (::fcntl(fd, F_SETFD, FD_CLOEXEC) < 0 || ::fcntl(fd, F_SETFL, O_NONBLOCK) < 0) {
-                const int error = errno;
-                ::close(ends[0]);
-                ::close(ends[1]);
-                throw std::system_error(error, std::system_category(), "corio: fcntl on the wake pipe");
-            }
-        }
-        read_fd_ = ends[0];
-        write_fd_ = ends[1];
+        const PipeEnds ends = open_pipe();
+        read_fd_ = ends.read;
+        write_fd_ = ends.write;
 #endif
     }
 

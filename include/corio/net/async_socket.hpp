@@ -6,6 +6,7 @@
 // without a coroutine frame: see net/socket_operations.hpp, also for why sends keep their order.
 #pragma once
 
+#include "corio/detail/posix.hpp"
 #include "corio/net/resolve.hpp"
 #include "corio/scheduler.hpp"
 #include "corio/net/socket_operations.hpp"
@@ -14,7 +15,6 @@
 #include "corio/task.hpp"
 #include "corio/timeout.hpp"
 
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -43,34 +43,6 @@ class AsyncSocket;
 
 /// What AsyncSocket::accept gives: the connected socket and who is on the other end.
 struct Accepted;
-
-namespace detail {
-
-inline int open_socket(int family, int type = SOCK_STREAM) {
-#if defined(SOCK_NONBLOCK) && defined(SOCK_CLOEXEC)
-    int fd = ::socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        throw_errno(errno, "socket");
-    }
-#else
-    int fd = ::socket(family, type, 0);
-    if (fd < 0) {
-        throw_errno(errno, "socket");
-    }
-    if (::fcntl(fd, F_SETFD, FD_CLOEXEC) < 0 || ::fcntl(fd, F_SETFL, O_NONBLOCK) < 0) {
-        int error = errno;
-        ::close(fd);
-        throw_errno(error, "fcntl");
-    }
-#endif
-#if defined(SO_NOSIGPIPE)
-    int on = 1;
-    ::setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &on, sizeof on);
-#endif
-    return fd;
-}
-
-} // namespace detail
 
 /// Whether a listener shares its address with other listeners (SO_REUSEPORT): the kernel then
 /// spreads incoming connections over them, e.g. one per thread (see run_on_threads.hpp).
@@ -287,22 +259,9 @@ inline Task<Accepted> AsyncSocket::accept() {
     for (;;) {
         sockaddr_storage storage{};
         socklen_t size = sizeof storage;
-#if defined(SOCK_NONBLOCK) && defined(SOCK_CLOEXEC)
-        const int fd = ::accept4(state_.fd(), reinterpret_cast<sockaddr*>(&storage), &size,
-                                 SOCK_NONBLOCK | SOCK_CLOEXEC);
-#else
-        const int fd = ::accept(state_.fd(), reinterpret_cast<sockaddr*>(&storage), &size);
-        if (fd >= 0 && (::fcntl(fd, F_SETFD, FD_CLOEXEC) < 0 || ::fcntl(fd, F_SETFL, O_NONBLOCK) < 0)) {
-            const int error = errno;
-            ::close(fd);
-            detail::throw_errno(error, "fcntl");
-        }
-#endif
+        const int fd =
+            detail::accept_socket(state_.fd(), reinterpret_cast<sockaddr*>(&storage), &size);
         if (fd >= 0) {
-#if defined(SO_NOSIGPIPE)
-            int on = 1;
-            ::setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &on, sizeof on);
-#endif
             co_return Accepted{AsyncSocket(fd), SocketAddress::from_native(storage, size)};
         }
         if (errno == EINTR || errno == ECONNABORTED) {

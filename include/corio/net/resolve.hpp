@@ -12,6 +12,7 @@
 // Rules (order, errors): docs/guide.md#addresses-and-name-resolution.
 #pragma once
 
+#include "corio/detail/posix.hpp"
 #include "corio/run_in_thread.hpp"
 #include "corio/net/socket_address.hpp"
 #include "corio/task.hpp"
@@ -51,11 +52,12 @@ inline std::vector<SocketAddress> resolve_blocking(const std::string& host, std:
     addrinfo* found = nullptr;
     const int status = ::getaddrinfo(host.c_str(), nullptr, &hints, &found);
     if (status != 0) {
-        const std::string what = "corio: resolve '" + host + "'";
+        const int error = errno; // EAI_SYSTEM's errno, read before anything can change it
+        const std::string what = "resolve '" + host + "'";
         if (status == EAI_SYSTEM) {
-            throw std::system_error(errno, std::system_category(), what);
+            throw_errno(error, what);
         }
-        throw std::system_error(status, resolve_category(), what);
+        throw std::system_error(status, resolve_category(), "corio: " + what);
     }
     const std::unique_ptr<addrinfo, void (*)(addrinfo*)> owned(found, ::freeaddrinfo);
     std::vector<SocketAddress> addresses;

@@ -13,6 +13,7 @@
 #pragma once
 
 #include "corio/backend/selector.hpp"
+#include "corio/detail/posix.hpp"
 #include "corio/kernel/async_fd.hpp"
 #include "corio/kernel/fd_awaiter.hpp"
 #include "corio/kernel/kernel.hpp"
@@ -26,16 +27,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <ranges>
-#include <string>
 #include <string_view>
-#include <system_error>
 #include <type_traits>
 
 namespace corio::detail {
-
-[[noreturn]] inline void throw_errno(int error, const std::string& what) {
-    throw std::system_error(error, std::system_category(), "corio: " + what);
-}
 
 // What an AsyncSocket holds: its fd (an AsyncFd: closing unregisters it from the Scheduler it
 // waited in first) and two flags, in the AsyncFd's padding. Its operations point at it rather than

@@ -25,6 +25,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include "corio/detail/posix.hpp"
 #include "corio/net/async_socket.hpp"
 #include "corio/scheduler.hpp"
 #include "corio/net/socket_address.hpp"

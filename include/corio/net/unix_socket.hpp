@@ -11,12 +11,10 @@
 // replaced meanwhile. Who removes the file, and when: docs/guide.md#unix-domain-sockets.
 #pragma once
 
-#include <cerrno>
-#include <fcntl.h>
 #include <sys/socket.h>
-#include <unistd.h>
 #include <utility>
 
+#include "corio/detail/posix.hpp"
 #include "corio/net/async_socket.hpp"
 
 namespace corio {
@@ -25,28 +23,8 @@ namespace corio {
 /// channel between two tasks, or to a child process (pass the fd across exec only after
 /// clearing FD_CLOEXEC on it).
 inline std::pair<AsyncSocket, AsyncSocket> unix_socket_pair() {
-    int fds[2] = {-1, -1};
-#if defined(SOCK_NONBLOCK) && defined(SOCK_CLOEXEC)
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) < 0) {
-        detail::throw_errno(errno, "socketpair");
-    }
-    std::pair<AsyncSocket, AsyncSocket> pair{AsyncSocket(fds[0]), AsyncSocket(fds[1])};
-#else
-    if (::socketpair(AF_UNIX, SOCK_STREAM, 0, fds) < 0) {
-        detail::throw_errno(errno, "socketpair");
-    }
-    std::pair<AsyncSocket, AsyncSocket> pair{AsyncSocket(fds[0]), AsyncSocket(fds[1])};
-    for (const int fd : fds) {
-        if (::fcntl(fd, F_SETFD, FD_CLOEXEC) < 0 || ::fcntl(fd, F_SETFL, O_NONBLOCK) < 0) {
-            detail::throw_errno(errno, "fcntl"); // the pair closes both
-        }
-#if defined(SO_NOSIGPIPE)
-        int on = 1;
-        ::setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &on, sizeof on);
-#endif
-    }
-#endif
-    return pair;
+    const auto [first, second] = detail::open_socket_pair(AF_UNIX, SOCK_STREAM);
+    return {AsyncSocket(first), AsyncSocket(second)};
 }
 
 } // namespace corio

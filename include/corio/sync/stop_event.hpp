@@ -20,6 +20,7 @@
 #include "corio/kernel/async_fd.hpp"
 #include "corio/kernel/fd_awaiter.hpp"
 #include "corio/backend/selector.hpp"
+#include "corio/detail/posix.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -31,10 +32,6 @@
 #include <stdexcept>
 #include <system_error>
 #include <utility>
-
-#if defined(__linux__)
-#include <sys/eventfd.h>
-#endif
 
 namespace corio {
 
@@ -84,34 +81,19 @@ public:
     /// Throws std::system_error if the fd cannot be created.
     StopEvent() {
 #if defined(__linux__)
-        fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (fd_ < 0) {
-            throw std::system_error(errno, std::system_category(), "corio: eventfd");
-        }
-        write_fd_ = fd_;
+        fd_ = write_fd_ = detail::open_eventfd();
 #else
-        int ends[2] = {-1, -1};
-        if (::pipe(ends) < 0) {
-            throw std::system_error(errno, std::system_category(), "corio: pipe");
-        }
-        fd_ = ends[0];
-        write_fd_ = ends[1];
-        for (const int fd : ends) {
-            if (::fcntl(fd, F_SETFL, O_NONBLOCK) < 0 || ::fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
-                const int error = errno;
-                ::close(ends[0]);
-                ::close(ends[1]);
-                throw std::system_error(error, std::system_category(), "corio: fcntl");
-            }
-        }
+        const detail::PipeEnds ends = detail::open_pipe();
+        fd_ = ends.read;
+        write_fd_ = ends.write;
 #endif
     }
     StopEvent(const StopEvent&) = delete;
     StopEvent& operator=(const StopEvent&) = delete;
     ~StopEvent() {
-        ::close(fd_);
+        detail::close_fd(fd_);
         if (write_fd_ != fd_) {
-            ::close(write_fd_);
+            detail::close_fd(write_fd_);
         }
     }
 
