@@ -3,6 +3,7 @@
 #
 #   bench/run_echo_bench.sh [BUILD_DIR] [--rounds N] [--duration SEC] [--warmup SEC] [--long]
 #                           [--scenarios a,b,...] [--servers c,corio,asio,corio-t2] [--no-pin]
+#                           [--server NAME=PATH ...] [--work DIR] [--alternate]
 #
 # Builds nothing: BUILD_DIR (default build-bench) must hold bench/echo_load, bench/c_echo_server,
 # examples/echo_server and, optionally, bench/asio_echo_server (see bench/README.md).
@@ -21,6 +22,16 @@
 # runs only when --servers names it. Pinned, both its threads share core 0: compare it with
 # --no-pin too (bench/run_threads_bench.sh does both).
 #
+# --server NAME=PATH (repeatable) adds a server binary of your own under NAME, e.g. corio's
+# echo_server from another build: `--server corio-before=B/examples/echo_server --server
+# corio-after=A/examples/echo_server --servers c,corio-before,corio-after` runs C, before and
+# after in turn in every round. Such a server runs with the same `--host --port` arguments, so it
+# must take them and print the same `listening on HOST:PORT` line. Without --servers, the servers
+# given with --server run after the default ones. --work DIR puts the scratch files and
+# results.tsv in DIR instead of BUILD_DIR/echo-bench. --alternate runs the servers in reverse
+# order in every even round (A B C, C B A, A B C, ...), so that a slow drift of the machine's
+# speed during a scenario does not always favour the same server.
+#
 # Scenarios: 1c-64B (1 connection, 64 B), 64c-64B, 1000c-64B, 64c-16KiB-x4 (64 connections,
 # 16 KiB messages, 4 in flight on each).
 #
@@ -37,6 +48,9 @@ warmup=1
 pin=1
 scenario_filter=""
 server_filter=""
+work=""
+alternate=0
+custom_servers=() # NAME=PATH, from --server
 while (($#)); do
     case $1 in
         -h | --help) usage; exit 0 ;;
@@ -47,6 +61,11 @@ while (($#)); do
         --scenarios) scenario_filter=${2:?}; shift 2 ;;
         --servers) server_filter=${2:?}; shift 2 ;;
         --no-pin) pin=0; shift ;;
+        --server)
+            [[ ${2:-} == ?*=?* ]] || { echo "run_echo_bench.sh: --server wants NAME=PATH" >&2; exit 2; }
+            custom_servers+=("$2"); shift 2 ;;
+        --work) work=${2:?}; shift 2 ;;
+        --alternate) alternate=1; shift ;;
         --*) echo "run_echo_bench.sh: unknown option $1" >&2; exit 2 ;;
         *) build_dir=$1; shift ;;
     esac
@@ -68,8 +87,21 @@ add_server() {
         echo "run_echo_bench.sh: note: $path not built: no '$name' server" >&2
     fi
 }
-# --servers gives the order (so that it can pick the baseline); by default c, corio, asio.
-for name in $(tr ',' ' ' <<<"${server_filter:-c,corio,asio,corio-t2}"); do
+custom_path() { # custom_path NAME: the PATH of --server NAME=PATH, or nothing
+    local entry
+    for entry in "${custom_servers[@]}"; do
+        if [[ ${entry%%=*} == "$1" ]]; then printf '%s' "${entry#*=}"; return; fi
+    done
+}
+default_order=c,corio,asio,corio-t2
+for entry in "${custom_servers[@]}"; do default_order+=",${entry%%=*}"; done
+# --servers gives the order (so that it can pick the baseline); by default c, corio, asio, then
+# those of --server.
+for name in $(tr ',' ' ' <<<"${server_filter:-$default_order}"); do
+    if [[ -n $(custom_path "$name") ]]; then
+        add_server "$name" "$(custom_path "$name")"
+        continue
+    fi
     case $name in
         c) add_server c "$build_dir/bench/c_echo_server" ;;
         corio) add_server corio "$build_dir/examples/echo_server" ;;
@@ -102,7 +134,7 @@ else
 fi
 
 # Scratch files and the raw results (one line per run) stay in the build directory.
-work=$build_dir/echo-bench
+work=${work:-$build_dir/echo-bench}
 mkdir -p "$work"
 results=$work/results.tsv
 server_pid=""
@@ -164,7 +196,7 @@ host_cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null | h
 echo "# corio echo benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo
 echo "machine: ${cores} cores (${host_cpu:-unknown CPU}), $(uname -sr); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "pinning: server ${server_pin[*]:-none}, load ${load_pin[*]:-none}; ${rounds} rounds, ${warmup} s warm-up + ${duration} s measured per run"
+echo "pinning: server ${server_pin[*]:-none}, load ${load_pin[*]:-none}; ${rounds} rounds, ${warmup} s warm-up + ${duration} s measured per run$( ((alternate)) && echo "; order reversed in even rounds")"
 echo
 
 failures=0
@@ -172,7 +204,12 @@ printf 'scenario\tserver\tround\tmsgs_per_sec\tcpu_ns_per_msg\tp50_us\tp99_us\n'
 for scenario in "${scenarios[@]}"; do
     IFS='|' read -r sname conns size pipeline <<<"$scenario"
     for ((round = 1; round <= rounds; ++round)); do
-        for server in "${servers[@]}"; do
+        order=("${servers[@]}")
+        if ((alternate && round % 2 == 0)); then
+            order=()
+            for ((i = ${#servers[@]} - 1; i >= 0; --i)); do order+=("${servers[i]}"); done
+        fi
+        for server in "${order[@]}"; do
             IFS='|' read -r name path extra <<<"$server"
             printf '%-14s %-8s round %d/%d ... ' "$sname" "$name" "$round" "$rounds" >&2
             # shellcheck disable=SC2086 # extra: words on purpose

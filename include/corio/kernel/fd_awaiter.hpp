@@ -30,7 +30,7 @@ template <class Derived>
 class FdAwaiter : public FdOperation {
 public:
     FdAwaiter(AsyncFd& target, Kind kind, Interest direction) noexcept
-        : FdOperation(target, kind, direction, kind == Kind::wait ? nullptr : &attempt_of) {}
+        : FdOperation(target, kind, direction) {}
     FdAwaiter(FdAwaiter&&) noexcept = default;
 
     bool await_ready() { return !self().wait_first() && self().try_now(); }
@@ -43,10 +43,14 @@ public:
                                    " was awaited outside a Scheduler's task");
         }
         target().enter(*kernel);
-        return kernel->enter(*this, caller);
+        suspended_ = true;
+        const bool suspend = kernel->enter(*this, caller);
+        suspended_ = suspend;
+        return suspend;
     }
 
     decltype(auto) await_resume() {
+        suspended_ = false; // a retry here, if any, is its own
         // A deadline may have ended the wait. (Asked whether or not this operation waited: a task
         // that did not suspend has no interruption pending, and a flag would cost the frame.)
         if (Kernel* kernel = target().kernel()) {
@@ -62,7 +66,7 @@ public:
     // The trap (Kernel::enter): wait with this operation.
     template <class Kernel>
     bool handle(Kernel& kernel, TaskId /*caller*/) {
-        kernel.wait_for(*this);
+        kernel.wait_for(*this, kind() == Kind::wait ? nullptr : &attempt_of);
         return true;
     }
 

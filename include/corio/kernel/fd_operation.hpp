@@ -33,12 +33,14 @@ public:
         read,         // read from a non-socket fd (signalfd, a self-pipe)
         check,        // readiness, then a check of the awaiter's own (StopEvent's flag)
     };
-    // Tries the operation once (EINTR aside): true when it is over, with a result or an error;
-    // false if it would block. Never throws: errors are part of the result.
+    // How a readiness backend tries the operation once (EINTR aside): true when it is over, with
+    // a result or an error; false if it would block. Never throws: errors are part of the
+    // result. It travels with the waiting task (TaskWait), not in the operation: every awaiting
+    // frame holds its operation (twice, with GCC 12), and idle connections count those bytes.
     using Attempt = bool (*)(FdOperation&) noexcept;
 
-    FdOperation(AsyncFd& target, Kind kind, Interest direction, Attempt attempt) noexcept
-        : attempt_(attempt), target_(&target), kind_(kind), direction_(direction) {}
+    FdOperation(AsyncFd& target, Kind kind, Interest direction) noexcept
+        : target_(&target), kind_(kind), direction_(direction) {}
     // Movable only because GCC 12 moves a co_await operand into the frame; never moved once
     // awaited (the kernel holds its address while the task waits).
     FdOperation(FdOperation&&) noexcept = default;
@@ -48,25 +50,25 @@ public:
     [[nodiscard]] Kind kind() const noexcept { return kind_; }
     [[nodiscard]] Interest direction() const noexcept { return direction_; }
 
-    bool attempt() noexcept { return attempt_ == nullptr || attempt_(*this); }
-
 protected:
     ~FdOperation() = default;
 
 private:
-    Attempt attempt_;
     AsyncFd* target_;
 
 protected:
     // A count or an fd (>= 0), or -errno: what the system call gave, in the one shape a completion
-    // queue gives it too. `pending` until an attempt completes the operation. (Declared between
-    // the pointers and the small fields: the whole base is 24 bytes on 64-bit targets.)
+    // queue gives it too. `pending` until an attempt completes the operation.
     static constexpr std::int32_t pending = INT32_MIN;
     std::int32_t result_ = pending;
 
 private:
     Kind kind_;
     Interest direction_;
+
+protected:
+    bool suspended_ = false; // the task waits in the kernel with it (set by FdAwaiter)
+    // The base is 16 bytes on 64-bit targets, with a byte of padding left for derived flags.
 };
 
 } // namespace detail

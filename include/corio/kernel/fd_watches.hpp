@@ -56,7 +56,9 @@ public:
 
     // `task` waits on `fd` for `direction`, with `operation` to attempt on readiness (null: a plain
     // wait). Throws std::system_error for a negative fd, one that is not open, or a selector error.
-    void add(TaskRecord& task, int fd, Interest direction, FdOperation* operation) {
+    // `attempt` tries the operation (null: it is done on readiness).
+    void add(TaskRecord& task, int fd, Interest direction, FdOperation* operation,
+             FdOperation::Attempt attempt) {
         if (fd < 0) {
             throw std::system_error(EBADF, std::generic_category(), "corio: waiting on a negative fd");
         }
@@ -78,7 +80,7 @@ public:
         }
         (direction == Interest::read ? watch.readers : watch.writers).push_back(task);
         task.state = TaskState::waiting_fd;
-        task.wait.io = operation;
+        task.wait.io = {operation, attempt};
         ++waiting_tasks_;
     }
 
@@ -124,8 +126,9 @@ public:
         const TaskList& waiting = direction == Interest::read ? watch.readers : watch.writers;
         for (const ListLinks* links = waiting.front(); links != nullptr; links = waiting.after(*links)) {
             const auto& task = static_cast<const TaskRecord&>(*links);
-            if (task.wait.io != nullptr && task.wait.io->kind() == kind) {
-                return task.wait.io;
+            const FdOperation* operation = task.wait.io.operation;
+            if (operation != nullptr && operation->kind() == kind) {
+                return operation;
             }
         }
         return nullptr;
@@ -178,7 +181,8 @@ private:
         while (links != nullptr) {
             auto& task = static_cast<TaskRecord&>(*links);
             links = waiting.after(*links);
-            if (task.wait.io == nullptr || task.wait.io->attempt()) {
+            const auto& io = task.wait.io;
+            if (io.attempt == nullptr || io.attempt(*io.operation)) {
                 remove(task);
                 became_ready(task);
             }

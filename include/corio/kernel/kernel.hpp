@@ -113,14 +113,15 @@ public:
     // ---- Waiting on fds.
 
     /// Suspends the calling task until `fd` is readable (or hung up, or in error).
-    void wait_for_read(int fd) { fd_watches_.add(trapped_task(), fd, Interest::read, nullptr); }
+    void wait_for_read(int fd) { fd_watches_.add(trapped_task(), fd, Interest::read, nullptr, nullptr); }
     /// Suspends the calling task until `fd` is writable (or hung up, or in error).
-    void wait_for_write(int fd) { fd_watches_.add(trapped_task(), fd, Interest::write, nullptr); }
+    void wait_for_write(int fd) { fd_watches_.add(trapped_task(), fd, Interest::write, nullptr, nullptr); }
     /// Suspends the calling task until `operation` is done: on each readiness of its fd for its
-    /// direction, the kernel attempts it; the task resumes only once an attempt completes it (or
-    /// forget_fd wakes it without one).
-    void wait_for(FdOperation& operation) {
-        fd_watches_.add(trapped_task(), operation.target().fd(), operation.direction(), &operation);
+    /// direction, the kernel calls `attempt(operation)`; the task resumes only once an attempt
+    /// completes it (or forget_fd wakes it without one). A null `attempt`: done on readiness.
+    void wait_for(FdOperation& operation, FdOperation::Attempt attempt) {
+        fd_watches_.add(trapped_task(), operation.target().fd(), operation.direction(), &operation,
+                        attempt);
     }
     /// Stops watching `fd` and wakes every task waiting on it (their next system call on it sees
     /// the error). Call it before closing an fd that tasks waited on (AsyncFd does).

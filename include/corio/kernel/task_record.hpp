@@ -37,7 +37,10 @@ enum class TaskState : std::uint8_t {
 union TaskWait {
     TaskExit* exit_out = nullptr; // waiting_task: where the kernel writes the outcome
     void* cookie;                 // parked in a WaitQueue: what its owner handed in
-    FdOperation* io;              // waiting_fd: the operation retried on readiness; null: none
+    struct {
+        FdOperation* operation;             // waiting_fd: retried on readiness; null: a plain wait
+        bool (*attempt)(FdOperation&) noexcept; // how (FdOperation::Attempt); null: done on readiness
+    } io;
     TaskTimer* timer;             // sleeping: the timer the kernel lent it
 };
 

@@ -160,12 +160,7 @@ public:
     template <class Promise>
     bool await_suspend(std::coroutine_handle<Promise> caller) {
         socket().send_waited = true;
-        queued_ = true;
         return Base::await_suspend(caller);
-    }
-    decltype(auto) await_resume() {
-        queued_ = false; // woken without completing (the fd was forgotten): the next try is its own
-        return Base::await_resume();
     }
 
     bool wait_first() const noexcept {
@@ -181,29 +176,35 @@ public:
         state.send_waited = false;
         return false;
     }
+    // Sends from data_ on, moving data_ and size_ past what the kernel took (sent_ counts it).
     bool try_now() noexcept {
-        if (queued_ && !first_in_line()) {
+        if (this->suspended_ && !first_in_line()) {
             return false; // an earlier send is not done: its bytes go first
         }
-        while (sent_ < size_) {
-            const ssize_t count =
-                ::send(socket().fd(), data_ + sent_, size_ - sent_, send_flags);
+        while (size_ > 0) {
+            const ssize_t count = ::send(socket().fd(), data_, clamp_count(size_), send_flags);
             if (count >= 0) {
+                data_ += count;
+                size_ -= static_cast<std::size_t>(count);
                 sent_ += static_cast<std::size_t>(count);
                 if (!All) {
-                    return done_ = true;
+                    break;
                 }
             } else if (errno != EINTR) {
-                error_ = errno;
-                return done_ = !would_block(error_);
+                if (would_block(errno)) {
+                    return false;
+                }
+                this->result_ = -errno;
+                return true;
             }
         }
-        return done_ = true;
+        this->result_ = 0;
+        return true;
     }
-    bool done() const noexcept { return done_; }
+    bool done() const noexcept { return this->result_ != this->pending; }
     auto outcome() {
-        if (error_ != 0 && !would_block(error_) && (All || sent_ == 0)) {
-            throw_errno(error_, "send");
+        if (this->result_ < 0 && (All || sent_ == 0)) {
+            throw_errno(-this->result_, "send");
         }
         if constexpr (!All) {
             return sent_;
@@ -220,11 +221,8 @@ private:
     }
 
     const std::byte* data_;
-    std::size_t size_;
+    std::size_t size_; // what is left to send
     std::size_t sent_ = 0;
-    int error_ = 0;
-    bool done_ = false;
-    bool queued_ = false; // suspended: it tries only when first in line
 };
 
 } // namespace corio::detail
