@@ -239,15 +239,16 @@ protected:
     template <class KeepGoing>
     void run_loop(KeepGoing keep_going);
 
+    // What every pass reads comes first, so that a busy loop touches few cache lines.
+    TaskRecord* current_ = nullptr;
+    std::uint32_t resumed_since_poll_ = 0;
+    bool running_ = false;
+    bool stop_requested_ = false;
     TaskTable tasks_;
     Timers timers_;
     DeadlineScopes scopes_;
     FdWatches fd_watches_;
     Failures failures_;
-    TaskRecord* current_ = nullptr;
-    std::uint32_t resumed_since_poll_ = 0;
-    bool running_ = false;
-    bool stop_requested_ = false;
     Inbox inbox_;
     PoolJobs pool_jobs_; // after inbox_: destroyed first (its jobs deliver there)
 
