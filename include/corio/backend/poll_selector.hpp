@@ -1,7 +1,7 @@
-// corio/backend/poll_selector.hpp - the portable selector (see corio/backend/selector.hpp for the contract).
+// corio/backend/poll_selector.hpp - the portable selector (see corio/backend/selector_contract.hpp for the contract).
 #pragma once
 
-#include "corio/backend/selector.hpp"
+#include "corio/backend/selector_contract.hpp"
 #include "corio/detail/posix.hpp"
 
 #include <poll.h>

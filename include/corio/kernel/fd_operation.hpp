@@ -10,7 +10,7 @@
 // readiness.
 #pragma once
 
-#include "corio/backend/selector.hpp"
+#include "corio/backend/selector_contract.hpp"
 
 #include <climits>
 #include <cstdint>
