@@ -12,7 +12,7 @@
 // Like the Scheduler, an AsyncFd belongs to the Scheduler's thread.
 #pragma once
 
-#include <unistd.h>
+#include "corio/detail/posix.hpp"
 
 #include <utility>
 
@@ -50,10 +50,7 @@ public:
     /// then closes it. Idempotent.
     void close() noexcept {
         forget();
-        if (fd_ >= 0) {
-            ::close(fd_); // no retry on EINTR: the fd is released either way (Linux, POSIX 2024)
-            fd_ = -1;
-        }
+        detail::close_fd(std::exchange(fd_, -1));
     }
 
     /// Unregisters the fd from the Scheduler it waited in (see close()), and keeps it open.

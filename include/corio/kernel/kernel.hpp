@@ -305,8 +305,9 @@ private:
     void end_task(TaskRecord& record, TaskExit exit);
     void run_ready_tasks();
     bool collect_ready_tasks();
-    void select_fds(int timeout_ms) {
-        fd_watches_.select(timeout_ms, [this](TaskRecord& task) { tasks_.make_ready(task); });
+    // Step 3: gives the number of ready fds.
+    std::size_t select_fds(int timeout_ms) {
+        return fd_watches_.select(timeout_ms, [this](TaskRecord& task) { tasks_.make_ready(task); });
     }
     void run_inbox();
     void expire_timers();
@@ -382,8 +383,7 @@ inline bool Kernel::collect_ready_tasks() {
     if (virtual_clock != nullptr && timeout_ms > 0) {
         // Virtual time: look at the fds without sleeping; if nothing happened, jump the clock to
         // the next deadline instead of waiting for it.
-        if (fd_watches_.watched_fds() == 0 ||
-            fd_watches_.select(0, [this](TaskRecord& task) { tasks_.make_ready(task); }) == 0) {
+        if (fd_watches_.watched_fds() == 0 || select_fds(0) == 0) {
             virtual_clock->advance_to(timers_.earliest());
         }
     } else if (fd_watches_.watched_fds() > 0 || timeout_ms != 0) {
