@@ -1022,8 +1022,14 @@ TEST_CASE("AsyncSocket: a moved socket still unregisters from its Scheduler", "[
     std::size_t watched_before = 0;
     std::size_t watched_after = 0;
     run_bounded(kernel, exchange_then_move(kernel, listener, watched_before, watched_after));
-    CHECK(watched_before >= 1);
-    CHECK(watched_after == watched_before - 1);
+    if (kernel.backend() == corio::Backend::io_uring) {
+        // One-shot polls: nothing stays watched once the waits ended, so the count cannot tell;
+        // the closing of a socket that tasks wait on is checked in test_fd_lifetime.
+        CHECK(watched_after == watched_before);
+    } else {
+        CHECK(watched_before >= 1);
+        CHECK(watched_after == watched_before - 1);
+    }
     listener.close();
     corio::test::require_empty(kernel);
 }

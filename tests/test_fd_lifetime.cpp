@@ -421,7 +421,8 @@ TEST_CASE("fd lifetime: an error condition alone wakes a reader", "[fd_lifetime]
 
 #if defined(__linux__)
 #define ERROR_SELECTOR_TEST_CASE(name)                                                             \
-    TEMPLATE_TEST_CASE(name, "[fd_lifetime]", corio::EpollSelector, corio::PollSelector)
+    TEMPLATE_TEST_CASE(name, "[fd_lifetime]", corio::EpollSelector, corio::PollSelector,             \
+                       corio::UringSelector)
 #else
 #define ERROR_SELECTOR_TEST_CASE(name) TEMPLATE_TEST_CASE(name, "[fd_lifetime]", corio::PollSelector)
 #endif
@@ -434,7 +435,7 @@ ERROR_SELECTOR_TEST_CASE("fd lifetime: a selector reports an error condition for
     std::vector<corio::Interest> reported;
     const auto deadline = Clock::now() + 2s;
     while (reported.empty() && Clock::now() < deadline) {
-        selector.wait(100, [&](int fd, corio::Interest ready) {
+        selector.wait(100, [&](int fd, corio::Interest ready, corio::Interest /*disarmed*/) {
             CHECK(fd == socket.get());
             reported.push_back(ready);
         });

@@ -72,10 +72,12 @@ public:
         std::size_t thread_jobs = 0; // tasks waiting for a job on the thread pool
     };
 
-    /// A Scheduler on the real (steady) clock.
-    Scheduler() = default;
+    /// A Scheduler on the real (steady) clock, waiting in `backend` (see backend/selector.hpp:
+    /// by default io_uring where the kernel allows it, else epoll; CORIO_BACKEND overrides).
+    /// Throws std::invalid_argument for a backend this build or system does not have.
+    explicit Scheduler(Backend backend = Backend::automatic) : Kernel(backend) {}
     /// A Scheduler on a virtual clock (see virtual_clock.hpp), which must outlive it.
-    explicit Scheduler(VirtualClock& clock) : Kernel(clock) {}
+    explicit Scheduler(VirtualClock& clock, Backend backend = Backend::automatic) : Kernel(clock, backend) {}
     Scheduler(const Scheduler&) = delete;
     Scheduler& operator=(const Scheduler&) = delete;
 
@@ -147,6 +149,8 @@ public:
     /// run() may be called again.
     void stop() noexcept { stop_requested_ = true; }
 
+    /// The backend the loop waits in: epoll, poll or io_uring, never automatic.
+    [[nodiscard]] Backend backend() const noexcept { return fd_watches_.backend(); }
     [[nodiscard]] std::size_t task_count() const noexcept { return tasks_.size(); }
     [[nodiscard]] bool contains(TaskId id) const noexcept { return tasks_.find(id) != nullptr; }
     /// The task being resumed now, or an empty id outside of a task.

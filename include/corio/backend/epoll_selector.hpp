@@ -65,7 +65,7 @@ public:
         }
         for (int i = 0; i < count; ++i) {
             on_ready(events_[static_cast<std::size_t>(i)].data.fd,
-                     from_epoll(events_[static_cast<std::size_t>(i)].events));
+                     from_epoll(events_[static_cast<std::size_t>(i)].events), Interest::none);
         }
         return static_cast<std::size_t>(count);
     }

@@ -58,15 +58,13 @@ public:
         for (std::size_t i = 0; i < fds_.size() && reported < static_cast<std::size_t>(count); ++i) {
             if (fds_[i].revents != 0) {
                 ++reported;
-                on_ready(fds_[i].fd, from_poll(fds_[i].revents));
+                on_ready(fds_[i].fd, from_poll(fds_[i].revents), Interest::none);
             }
         }
         return reported;
     }
 
-private:
-    static constexpr std::size_t absent = static_cast<std::size_t>(-1);
-
+    // What poll(2) readiness means to corio; also read from io_uring's poll completions.
     static short to_poll(Interest interest) noexcept {
         short events = 0;
         if (has(interest, Interest::read)) {
@@ -77,7 +75,7 @@ private:
         }
         return events;
     }
-    static Interest from_poll(short revents) noexcept {
+    static Interest from_poll(unsigned revents) noexcept {
         if ((revents & (POLLHUP | POLLERR | POLLNVAL)) != 0) {
             return Interest::read_write;
         }
@@ -90,6 +88,9 @@ private:
         }
         return ready;
     }
+
+private:
+    static constexpr std::size_t absent = static_cast<std::size_t>(-1);
 
     std::vector<pollfd> fds_;
     std::vector<std::size_t> slot_of_fd_;

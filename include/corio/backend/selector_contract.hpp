@@ -5,9 +5,12 @@
 // keeps no tasks: the Scheduler maps fds to waiting tasks itself. The whole contract:
 //
 //     void watch(int fd, Interest before, Interest after);  // change what the kernel watches fd for
-//     template <class OnReady>                               // on_ready(int fd, Interest ready)
+//     template <class OnReady>            // on_ready(int fd, Interest ready, Interest disarmed)
 //     std::size_t wait(int timeout_ms, OnReady&& on_ready);  // -1 waits without limit
 //
+// `disarmed`: the directions the report used up. epoll and poll keep watching until told
+// otherwise (none); io_uring's polls are one-shot, and a direction reported is no longer watched
+// until `watch` arms it again (the caller's `before` must then leave it out).
 // `before` is what the caller asked for last time (Interest::none if never), so a backend needs no
 // table of its own to choose between add, modify and remove. `on_ready` must not call `watch`.
 // Hang-up and error conditions are reported as ready for both directions: whoever waits learns of

@@ -34,7 +34,7 @@ static_assert(sizeof(void*) != 8 || sizeof(FdWatch) <= 24, "corio: FdWatch grew"
 
 class FdWatches {
 public:
-    FdWatches() = default;
+    explicit FdWatches(Backend backend = Backend::automatic) : selector_(backend) {}
     FdWatches(const FdWatches&) = delete;
     FdWatches& operator=(const FdWatches&) = delete;
     // AsyncFds that outlive their Scheduler only close their fd then.
@@ -44,6 +44,7 @@ public:
         }
     }
 
+    [[nodiscard]] Backend backend() const noexcept { return selector_.backend(); }
     [[nodiscard]] std::size_t waiting_tasks() const noexcept { return waiting_tasks_; }
     [[nodiscard]] std::size_t watched_fds() const noexcept { return watched_fds_; }
 
@@ -72,12 +73,7 @@ public:
         }
         watches_.make_room_for(static_cast<std::size_t>(fd));
         FdWatch& watch = watches_[static_cast<std::size_t>(fd)];
-        const Interest wanted = watch.watched | direction;
-        if (wanted != watch.watched) {
-            selector_.watch(fd, watch.watched, wanted);
-            watched_fds_ += watch.watched == Interest::none ? 1 : 0;
-            watch.watched = wanted;
-        }
+        set_watched(fd, watch, watch.watched | direction);
         (direction == Interest::read ? watch.readers : watch.writers).push_back(task);
         task.state = TaskState::waiting_fd;
         task.wait.io = {operation, attempt};
@@ -138,10 +134,10 @@ public:
     // operation it completed to became_ready(TaskRecord&). Gives the number of ready fds.
     template <class BecameReady>
     std::size_t select(int timeout_ms, BecameReady&& became_ready) {
-        const std::size_t events = selector_.wait(timeout_ms, [&](int fd, Interest ready) {
-            on_ready(fd, ready, became_ready);
+        const std::size_t events = selector_.wait(timeout_ms, [&](int fd, Interest ready, Interest disarmed) {
+            on_ready(fd, ready, disarmed, became_ready);
         });
-        drop_stale_interest();
+        settle_interest();
         return events;
     }
 
@@ -150,11 +146,21 @@ public:
 
 private:
     template <class BecameReady>
-    void on_ready(int fd, Interest ready, BecameReady& became_ready) {
-        if (fd < 0 || fd == quiet_fd_ || static_cast<std::size_t>(fd) >= watches_.size()) {
+    void on_ready(int fd, Interest ready, Interest disarmed, BecameReady& became_ready) {
+        if (fd == quiet_fd_) {
+            quiet_disarmed_ = disarmed != Interest::none;
+            return;
+        }
+        if (fd < 0 || static_cast<std::size_t>(fd) >= watches_.size()) {
             return;
         }
         FdWatch& watch = watches_[static_cast<std::size_t>(fd)];
+        if (disarmed != Interest::none) [[unlikely]] { // a one-shot backend: see settle_interest
+            const Interest left = watch.watched & ~disarmed;
+            watched_fds_ -= left == Interest::none && watch.watched != Interest::none ? 1 : 0;
+            watch.watched = left;
+            rearm_.push_back(fd);
+        }
         Interest unwanted = Interest::none;
         if (has(ready, Interest::read)) {
             if (watch.readers.empty()) {
@@ -189,21 +195,42 @@ private:
         }
     }
 
-    // Readiness that nobody waited for: stop watching for it (level-triggered would repeat it).
-    void drop_stale_interest() {
+    // After a wait: readiness that nobody waited for stops being watched (level-triggered, it
+    // would repeat); a one-shot report that left tasks waiting (their attempts would still block,
+    // or it was for the other direction) is armed again, as is the quiet fd.
+    void settle_interest() {
         for (auto [fd, unwanted] : stale_) {
             FdWatch& watch = watches_[static_cast<std::size_t>(fd)];
-            const Interest keep = watch.watched & ~unwanted;
-            selector_.watch(fd, watch.watched, keep);
-            watched_fds_ -= keep == Interest::none && watch.watched != Interest::none ? 1 : 0;
-            watch.watched = keep;
+            set_watched(fd, watch, watch.watched & ~unwanted);
         }
         stale_.clear();
+        for (const int fd : rearm_) {
+            FdWatch& watch = watches_[static_cast<std::size_t>(fd)];
+            const Interest waited = (watch.readers.empty() ? Interest::none : Interest::read) |
+                                    (watch.writers.empty() ? Interest::none : Interest::write);
+            set_watched(fd, watch, watch.watched | waited);
+        }
+        rearm_.clear();
+        if (quiet_disarmed_) {
+            quiet_disarmed_ = false;
+            selector_.watch(quiet_fd_, Interest::none, Interest::read);
+        }
+    }
+    void set_watched(int fd, FdWatch& watch, Interest wanted) {
+        if (wanted == watch.watched) {
+            return;
+        }
+        selector_.watch(fd, watch.watched, wanted);
+        watched_fds_ += watch.watched == Interest::none ? 1 : 0;
+        watched_fds_ -= wanted == Interest::none ? 1 : 0;
+        watch.watched = wanted;
     }
 
-    DefaultSelector selector_;
+    Selector selector_;
     FdTable<FdWatch> watches_; // indexed by fd; never moves (tasks point into it)
     std::vector<std::pair<int, Interest>> stale_;
+    std::vector<int> rearm_; // fds a one-shot report disarmed in this wait
+    bool quiet_disarmed_ = false;
     std::size_t waiting_tasks_ = 0;
     std::size_t watched_fds_ = 0;
     int quiet_fd_ = -1;

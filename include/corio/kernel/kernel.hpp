@@ -229,8 +229,8 @@ public:
     void deliver(InboxItem& item) noexcept { inbox_.push(item); }
 
 protected:
-    Kernel() : scopes_(timers_) {}
-    explicit Kernel(VirtualClock& clock) : timers_(clock), scopes_(timers_) {}
+    explicit Kernel(Backend backend) : scopes_(timers_), fd_watches_(backend) {}
+    Kernel(VirtualClock& clock, Backend backend) : timers_(clock), scopes_(timers_), fd_watches_(backend) {}
     ~Kernel() = default;
 
     TaskId spawn(std::coroutine_handle<Promise<void>> root);
