@@ -1,19 +1,25 @@
 /* c_echo_server - the baseline: a minimal, honest, hand-written epoll echo server in C.
  *
- *   c_echo_server [--host H] [--port P] [--backlog N]
+ *   c_echo_server [--host H] [--port P] [--backlog N] [--per-conn-buffer]
  *
  * Same command line and the same first line of output as examples/echo_server
  * (`listening on HOST:PORT`, flushed), so the benchmark driver treats both alike. SIGINT/SIGTERM
  * end it with status 0.
  *
- * It does what corio's echo_server does, with nothing in between the loop and the kernel:
+ * It is the epoll limit: what corio's echo_server does, with nothing in between the loop and the
+ * kernel, and no more memory touched per message than the loop needs:
  *   - one thread, one level-triggered epoll set, non-blocking sockets;
- *   - one 16 KiB buffer per connection, allocated when the connection is accepted;
- *   - readable: one recv into the buffer, then send it back at once; if the kernel takes only
- *     part of it, keep the rest, switch the fd's interest to EPOLLOUT and stop reading that
- *     client until the rest is out (backpressure, like corio's send_all);
+ *   - one 64 KiB read buffer shared by every connection: a recv never waits for its echo to go
+ *     out, so between two events no connection needs a buffer of its own;
+ *   - readable: one recv into the shared buffer, then send it back at once. Only if the kernel
+ *     takes part of it does the connection get a buffer of its own (allocated then, 64 KiB, kept
+ *     until it closes): the rest is copied there, the fd's interest switches to EPOLLOUT, and
+ *     that client is not read until the rest is out (backpressure, like corio's send_all);
  *   - writable: send the rest; when it is all out, switch back to EPOLLIN;
  *   - recv gives 0 or an error: close (a half-closed client has had all its echoes by then).
+ * --per-conn-buffer is the earlier baseline, kept for comparison: one 16 KiB buffer per
+ * connection, allocated when the connection is accepted; recv into it, and the rest of a partial
+ * send stays there.
  * Neither server sets TCP_NODELAY on accepted sockets: they are compared as they are.
  */
 #define _GNU_SOURCE
@@ -29,18 +35,22 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define BUFFER_SIZE (16 * 1024)
+#define SHARED_BUFFER_SIZE (64 * 1024) /* the default: one read buffer for every connection */
+#define PER_CONN_BUFFER_SIZE (16 * 1024) /* --per-conn-buffer */
 #define MAX_EVENTS 256
 
 struct conn {
-    char *buf;    /* NULL: no connection on this fd */
+    char *buf;    /* the connection's own buffer: NULL until it needs one (shared mode) */
     size_t off;   /* pending echo: buf[off, len) */
     size_t len;
+    int open;     /* a connection lives on this fd */
 };
 
 static struct conn *conns; /* indexed by fd */
 static size_t conns_size;
 static volatile sig_atomic_t stop_requested;
+static int per_conn_buffer; /* --per-conn-buffer */
+static char shared_buffer[SHARED_BUFFER_SIZE];
 
 static void on_signal(int sig) {
     (void)sig;
@@ -62,6 +72,7 @@ static void set_interest(int epfd, int fd, uint32_t events) {
 static void close_conn(int fd) {
     free(conns[fd].buf);
     conns[fd].buf = NULL;
+    conns[fd].open = 0;
     close(fd); /* also removes it from the epoll set */
 }
 
@@ -91,10 +102,12 @@ static void accept_all(int epfd, int listen_fd) {
             conns = grown;
             conns_size = size;
         }
-        conns[fd].buf = malloc(BUFFER_SIZE);
+        conns[fd].buf = per_conn_buffer ? malloc(PER_CONN_BUFFER_SIZE) : NULL;
         conns[fd].off = conns[fd].len = 0;
+        conns[fd].open = 1;
         struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
-        if (conns[fd].buf == NULL || epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        if ((per_conn_buffer && conns[fd].buf == NULL) ||
+            epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
             close_conn(fd);
         }
     }
@@ -115,9 +128,10 @@ static int flush(int fd, struct conn *c) {
     return 0;
 }
 
-static void on_readable(int epfd, int fd) {
+/* --per-conn-buffer: recv into the connection's buffer, send from there. */
+static void on_readable_per_conn(int epfd, int fd) {
     struct conn *c = &conns[fd];
-    ssize_t n = recv(fd, c->buf, BUFFER_SIZE, 0);
+    ssize_t n = recv(fd, c->buf, PER_CONN_BUFFER_SIZE, 0);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
         return;
     }
@@ -133,6 +147,43 @@ static void on_readable(int epfd, int fd) {
     } else if (r > 0) {
         set_interest(epfd, fd, EPOLLOUT); /* stop reading until the echo is out */
     }
+}
+
+/* The default: recv into the shared buffer, send from there; only what the kernel does not take
+ * is copied into the connection's own buffer. */
+static void on_readable(int epfd, int fd) {
+    ssize_t n = recv(fd, shared_buffer, SHARED_BUFFER_SIZE, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        return;
+    }
+    if (n <= 0) {
+        close_conn(fd);
+        return;
+    }
+    size_t sent = 0;
+    while (sent < (size_t)n) {
+        ssize_t w = send(fd, shared_buffer + sent, (size_t)n - sent, MSG_NOSIGNAL);
+        if (w >= 0) {
+            sent += (size_t)w;
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            break;
+        } else if (errno != EINTR) {
+            close_conn(fd);
+            return;
+        }
+    }
+    if (sent == (size_t)n) {
+        return;
+    }
+    struct conn *c = &conns[fd];
+    if (c->buf == NULL && (c->buf = malloc(SHARED_BUFFER_SIZE)) == NULL) {
+        close_conn(fd);
+        return;
+    }
+    memcpy(c->buf, shared_buffer + sent, (size_t)n - sent);
+    c->off = 0;
+    c->len = (size_t)n - sent;
+    set_interest(epfd, fd, EPOLLOUT); /* stop reading until the echo is out */
 }
 
 static void on_writable(int epfd, int fd) {
@@ -160,8 +211,12 @@ int main(int argc, char **argv) {
     long port = 5001, backlog = SOMAXCONN;
     for (int i = 1; i < argc; ++i) {
         if (strcmp(argv[i], "--help") == 0) {
-            puts("usage: c_echo_server [--host H] [--port P] [--backlog N]");
+            puts("usage: c_echo_server [--host H] [--port P] [--backlog N] [--per-conn-buffer]");
             return 0;
+        }
+        if (strcmp(argv[i], "--per-conn-buffer") == 0) {
+            per_conn_buffer = 1;
+            continue;
         }
         if (i + 1 >= argc) {
             fprintf(stderr, "c_echo_server: '%s' needs a value or is unknown\n", argv[i]);
@@ -254,17 +309,19 @@ int main(int argc, char **argv) {
             int fd = events[i].data.fd;
             if (fd == listen_fd) {
                 accept_all(epfd, listen_fd);
-            } else if (conns[fd].buf == NULL) {
+            } else if (!conns[fd].open) {
                 continue; /* closed earlier in this batch */
             } else if (conns[fd].off < conns[fd].len) {
                 on_writable(epfd, fd); /* EPOLLOUT, or HUP/ERR: send reports it */
+            } else if (per_conn_buffer) {
+                on_readable_per_conn(epfd, fd); /* EPOLLIN, or HUP/ERR: recv reports it */
             } else {
-                on_readable(epfd, fd); /* EPOLLIN, or HUP/ERR: recv reports it */
+                on_readable(epfd, fd);
             }
         }
     }
     for (size_t fd = 0; fd < conns_size; ++fd) {
-        if (conns[fd].buf != NULL) {
+        if (conns[fd].open) {
             close_conn((int)fd);
         }
     }

@@ -2,6 +2,7 @@
  *
  *   echo_load --port P [--host H] [--conns N] [--size S] [--pipeline K]
  *             [--duration SEC] [--warmup SEC] [--server-pid PID] [--json]
+ *             [--window-fifo CTL[,ACK]]
  *
  * Opens N connections (all of them before the warm-up starts), keeps K messages of S bytes in
  * flight on each, and checks every byte that comes back. It reports messages per second, MB/s of
@@ -12,6 +13,12 @@
  * this generator is the bottleneck. It reads /proc/PID/task/TID/schedstat (ns resolution) where
  * the kernel has it, else utime+stime from /proc/PID/stat (clock ticks, 10 ms); the JSON says
  * which ("server_cpu_source") and gives the utime+stime figure too.
+ *
+ * With --window-fifo CTL[,ACK] it tells another program when the measured window starts and ends:
+ * it writes "enable\n" to the FIFO CTL as the window starts and "disable\n" as it ends, and with
+ * ACK waits (at most 10 s) for an answer containing "ack" on that FIFO after each, before it counts
+ * messages. That is the protocol of `perf stat --control fifo:CTL,ACK -D -1`, so perf counts the
+ * server's events over the same window as the messages reported (bench/count_syscalls.sh).
  *
  * Exit status: 0 on success; 1 if a byte differs, the server closes a connection, sends more than
  * it was sent, or an error occurs; 2 on a bad command line.
@@ -79,7 +86,8 @@ static struct {
     long server_pid;
     int json;
     double connect_timeout;
-} opt = {"127.0.0.1", -1, 1, 64, 1, 5.0, 1.0, 0, 0, 5.0};
+    const char *window_fifo;
+} opt = {"127.0.0.1", -1, 1, 64, 1, 5.0, 1.0, 0, 0, 5.0, NULL};
 
 static unsigned char *pattern; /* PATTERN_PERIOD bytes, then repeated for `span` more */
 static unsigned char *recv_buffer;
@@ -233,7 +241,10 @@ static void usage(FILE *out) {
             "  --duration SEC    measured window (default 5)\n"
             "  --warmup SEC      unmeasured time before it (default 1)\n"
             "  --server-pid PID  also report that process's CPU time per message\n"
-            "  --json            one JSON object on stdout instead of text\n");
+            "  --json            one JSON object on stdout instead of text\n"
+            "  --window-fifo CTL[,ACK]  write enable/disable to the FIFO CTL at the start/end of\n"
+            "                    the measured window; with ACK, wait for \"ack\" on it after each\n"
+            "                    (perf stat --control's protocol)\n");
 }
 
 static long parse_long(const char *name, const char *text, long min, long max) {
@@ -292,6 +303,8 @@ static void parse_args(int argc, char **argv) {
             opt.warmup = parse_seconds(a, v);
         } else if (strcmp(a, "--server-pid") == 0) {
             opt.server_pid = parse_long(a, v, 1, 1L << 30);
+        } else if (strcmp(a, "--window-fifo") == 0) {
+            opt.window_fifo = v;
         } else {
             fprintf(stderr, "echo_load: unknown option '%s'\n", a);
             usage(stderr);
@@ -306,6 +319,57 @@ static void parse_args(int argc, char **argv) {
     if (opt.duration <= 0.0) {
         fprintf(stderr, "echo_load: --duration must be positive\n");
         exit(2);
+    }
+}
+
+/* ---- the window's control FIFOs (--window-fifo) ---------------------------------------------- */
+
+static int window_ctl_fd = -1, window_ack_fd = -1;
+
+static void window_open(void) {
+    if (opt.window_fifo == NULL) {
+        return;
+    }
+    char ctl[4096];
+    snprintf(ctl, sizeof ctl, "%s", opt.window_fifo);
+    char *ack = strchr(ctl, ',');
+    if (ack != NULL) {
+        *ack++ = '\0';
+    }
+    /* Blocks until the other side has CTL open for reading. */
+    window_ctl_fd = open(ctl, O_WRONLY | O_CLOEXEC);
+    if (window_ctl_fd < 0) {
+        die("--window-fifo: %s: %s", ctl, strerror(errno));
+    }
+    if (ack != NULL && *ack != '\0') {
+        window_ack_fd = open(ack, O_RDWR | O_CLOEXEC); /* O_RDWR: a FIFO opens without waiting */
+        if (window_ack_fd < 0) {
+            die("--window-fifo: %s: %s", ack, strerror(errno));
+        }
+    }
+}
+
+/* Writes a command to CTL and waits for its acknowledgement on ACK, if there is one. */
+static void window_command(const char *command) {
+    if (window_ctl_fd < 0) {
+        return;
+    }
+    const size_t len = strlen(command);
+    if (write(window_ctl_fd, command, len) != (ssize_t)len) {
+        die("--window-fifo: write: %s", strerror(errno));
+    }
+    if (window_ack_fd < 0) {
+        return;
+    }
+    struct pollfd p = {window_ack_fd, POLLIN, 0};
+    int r;
+    do {
+        r = poll(&p, 1, 10000);
+    } while (r < 0 && errno == EINTR);
+    char answer[64];
+    ssize_t n = r > 0 ? read(window_ack_fd, answer, sizeof answer) : -1;
+    if (n <= 0 || memmem(answer, (size_t)n, "ack", 3) == NULL) {
+        die("--window-fifo: no acknowledgement of '%.*s' within 10 s", (int)len - 1, command);
     }
 }
 
@@ -450,6 +514,7 @@ static void on_writable(struct conn *c, int epfd) {
 int main(int argc, char **argv) {
     parse_args(argc, argv);
     signal(SIGPIPE, SIG_IGN);
+    window_open();
     raise_fd_limit(opt.conns);
 
     struct sockaddr_storage addr;
@@ -530,7 +595,8 @@ int main(int argc, char **argv) {
         uint64_t now = now_ns();
         if (!measuring && now >= t_warm) {
             measuring = 1;
-            t_measure = now;
+            window_command("enable\n");
+            t_measure = now = now_ns();
             done_at_warm = done_total;
             for (long i = 0; i < opt.conns; ++i) {
                 conns[i].done_at_warm = conns[i].done_msgs;
@@ -568,6 +634,7 @@ int main(int argc, char **argv) {
             }
         }
     }
+    window_command("disable\n");
     const uint64_t t_stop = now_ns();
     if (opt.server_pid > 0) {
         cpu_at_end = process_cpu_ns(opt.server_pid);

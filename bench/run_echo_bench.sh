@@ -1,12 +1,27 @@
 #!/usr/bin/env bash
-# run_echo_bench.sh - echo servers side by side: the C baseline, corio's echo_server, and Asio's.
+# run_echo_bench.sh - echo servers side by side: the C limits (epoll and io_uring), corio's
+# echo_server, and Asio's.
 #
 #   bench/run_echo_bench.sh [BUILD_DIR] [--rounds N] [--duration SEC] [--warmup SEC] [--long]
-#                           [--scenarios a,b,...] [--servers c,corio,asio,corio-t2] [--no-pin]
+#                           [--scenarios a,b,...] [--servers c,c-uring,corio,asio,...] [--no-pin]
 #                           [--server NAME=PATH ...] [--work DIR] [--alternate]
 #
 # Builds nothing: BUILD_DIR (default build-bench) must hold bench/echo_load, bench/c_echo_server,
-# examples/echo_server and, optionally, bench/asio_echo_server (see bench/README.md).
+# examples/echo_server and, optionally, bench/c_uring_echo_server (built when liburing is found)
+# and bench/asio_echo_server (when Asio is found; see bench/README.md).
+#
+# Servers (the names are defined in bench/echo_servers.sh, shared with count_syscalls.sh):
+#   c            bench/c_echo_server, the epoll limit (one shared 64 KiB read buffer)
+#   c-uring      bench/c_uring_echo_server, the io_uring limit
+#   corio        examples/echo_server with CORIO_BACKEND unset: the library's default backend
+#   asio         bench/asio_echo_server
+# and, only when --servers names them:
+#   c-per-conn   c_echo_server --per-conn-buffer (the earlier baseline: 16 KiB per connection)
+#   corio-epoll, corio-poll, corio-uring
+#                examples/echo_server with CORIO_BACKEND=epoll, poll or io_uring in its
+#                environment (every server starts with CORIO_BACKEND removed, then these set)
+#   corio-t2     examples/echo_server --threads 2
+# A server whose binary is not built is left out with a note.
 #
 # For every scenario it runs every server in turn, A B C A B C ..., for --rounds rounds (default
 # 3): a fresh server each run, started with `--host 127.0.0.1 --port 0` and pinned to core 0; the
@@ -15,14 +30,16 @@
 # system: /proc/PID/task/*/schedstat at ns resolution, else utime+stime from /proc/PID/stat) at
 # the start and the end of the measured window. The table gives
 # per scenario and server the median over the rounds of msgs/s and of server CPU time per message,
-# each with its ratio to the baseline (the first server: C unless --servers says otherwise), and
-# the median p50/p99 latency.
+# each with its ratio to the baseline (the first server: c unless --servers says otherwise), and
+# the median p50/p99 latency. By default the servers are c, c-uring, corio and asio, in that
+# order.
 #
 # corio-t2 is echo_server --threads 2 (two Schedulers on two threads, SO_REUSEPORT listeners); it
 # runs only when --servers names it. Pinned, both its threads share core 0: compare it with
 # --no-pin too (bench/run_threads_bench.sh does both).
 #
-# --server NAME=PATH (repeatable) adds a server binary of your own under NAME, e.g. corio's
+# --server NAME=PATH (repeatable) adds a server binary of your own under NAME (its name wins over
+# a built-in one), e.g. corio's
 # echo_server from another build: `--server corio-before=B/examples/echo_server --server
 # corio-after=A/examples/echo_server --servers c,corio-before,corio-after` runs C, before and
 # after in turn in every round. Such a server runs with the same `--host --port` arguments, so it
@@ -39,9 +56,13 @@
 # echo_load reported a mismatch or an early close), 2 on a bad command line.
 set -euo pipefail
 
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=echo_servers.sh
+. "$here/echo_servers.sh"
+
 usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'; }
 
-build_dir=build-bench
+build_dir="build-bench"
 rounds=3
 duration=3
 warmup=1
@@ -75,14 +96,15 @@ done
 load=$build_dir/bench/echo_load
 [[ -x $load ]] || { echo "run_echo_bench.sh: $load not found: build first (see bench/README.md)" >&2; exit 2; }
 
-# name|binary|extra arguments, in the order they run in each round; the first is the baseline.
+# name|binary|extra arguments|environment, in the order they run in each round; the first is the
+# baseline.
 servers=()
 add_server() {
-    local name=$1 path=$2 extra=${3:-} opt_in=${4:-}
+    local name=$1 path=$2 extra=${3:-} opt_in=${4:-} env=${5:-}
     if [[ -n $server_filter && ",$server_filter," != *",$name,"* ]]; then return; fi
     if [[ -z $server_filter && -n $opt_in ]]; then return; fi
     if [[ -x $path ]]; then
-        servers+=("$name|$path|$extra")
+        servers+=("$name|$path|$extra|$env")
     else
         echo "run_echo_bench.sh: note: $path not built: no '$name' server" >&2
     fi
@@ -93,22 +115,21 @@ custom_path() { # custom_path NAME: the PATH of --server NAME=PATH, or nothing
         if [[ ${entry%%=*} == "$1" ]]; then printf '%s' "${entry#*=}"; return; fi
     done
 }
-default_order=c,corio,asio,corio-t2
+default_order=$echo_server_default_order
 for entry in "${custom_servers[@]}"; do default_order+=",${entry%%=*}"; done
-# --servers gives the order (so that it can pick the baseline); by default c, corio, asio, then
-# those of --server.
+# --servers gives the order (so that it can pick the baseline); by default c, c-uring, corio,
+# asio, then those of --server.
 for name in $(tr ',' ' ' <<<"${server_filter:-$default_order}"); do
     if [[ -n $(custom_path "$name") ]]; then
         add_server "$name" "$(custom_path "$name")"
         continue
     fi
-    case $name in
-        c) add_server c "$build_dir/bench/c_echo_server" ;;
-        corio) add_server corio "$build_dir/examples/echo_server" ;;
-        asio) add_server asio "$build_dir/bench/asio_echo_server" ;;
-        corio-t2) add_server corio-t2 "$build_dir/examples/echo_server" "--threads 2" opt-in ;;
-        *) echo "run_echo_bench.sh: unknown server '$name'" >&2; exit 2 ;;
-    esac
+    spec=$(echo_server_spec "$name" "$build_dir") || {
+        echo "run_echo_bench.sh: unknown server '$name'" >&2
+        exit 2
+    }
+    IFS='|' read -r spec_path spec_extra spec_env spec_opt_in <<<"$spec"
+    add_server "$name" "$spec_path" "$spec_extra" "$spec_opt_in" "$spec_env"
 done
 ((${#servers[@]})) || { echo "run_echo_bench.sh: no server to run" >&2; exit 2; }
 
@@ -147,13 +168,17 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Starts a server (path, then extra arguments); sets server_pid and server_port. Returns 1 if it
-# does not come up in 5 s.
+# Starts a server (path, environment VAR=VALUE or "", then extra arguments) with CORIO_BACKEND
+# removed from its environment and then the given variable set; sets server_pid and server_port.
+# Returns 1 if it does not come up in 5 s. taskset and env exec: server_pid is the server's.
 start_server() {
-    local path=$1
-    shift
+    local path=$1 env_set=$2
+    shift 2
+    local env_args=(-u CORIO_BACKEND)
+    [[ -n $env_set ]] && env_args+=("$env_set")
     : >"$work/server.out"
-    "${server_pin[@]}" "$path" --host 127.0.0.1 --port 0 "$@" >"$work/server.out" 2>"$work/server.err" &
+    "${server_pin[@]}" env "${env_args[@]}" "$path" --host 127.0.0.1 --port 0 "$@" \
+        >"$work/server.out" 2>"$work/server.err" &
     server_pid=$!
     server_port=""
     local i
@@ -210,10 +235,10 @@ for scenario in "${scenarios[@]}"; do
             for ((i = ${#servers[@]} - 1; i >= 0; --i)); do order+=("${servers[i]}"); done
         fi
         for server in "${order[@]}"; do
-            IFS='|' read -r name path extra <<<"$server"
-            printf '%-14s %-8s round %d/%d ... ' "$sname" "$name" "$round" "$rounds" >&2
+            IFS='|' read -r name path extra env_set <<<"$server"
+            printf '%-14s %-11s round %d/%d ... ' "$sname" "$name" "$round" "$rounds" >&2
             # shellcheck disable=SC2086 # extra: words on purpose
-            if ! start_server "$path" $extra; then
+            if ! start_server "$path" "$env_set" $extra; then
                 failures=$((failures + 1))
                 echo "FAILED (start)" >&2
                 continue
