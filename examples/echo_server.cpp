@@ -10,9 +10,10 @@
 // This is the echo server of the course notes corio grew from (a `server` task that accepts and
 // spawns one `handle_client` task per connection, which echoes until it reads nothing), made
 // robust enough to leave running:
-//   * memory: each connection owns one fixed 16 KiB buffer. While a client is slow to read our
+//   * memory: a connection holds no buffer of its own: each read borrows one from the Scheduler
+//     (recv_lent) and gives it back once its bytes are echoed. While a client is slow to read our
 //     echo, send_all waits and we stop reading from it, so it is the client's own writes that
-//     slow down (backpressure), never our memory that grows.
+//     slow down (backpressure), never our memory that grows (one borrowed buffer per such client).
 //   * half-close: a client may shut down its sending side and still read everything back; we close
 //     only after the last echo was sent.
 //   * a client that resets its connection ends that connection only, quietly.
@@ -23,7 +24,6 @@
 //     address (SO_REUSEPORT): the kernel spreads the connections, the threads share nothing.
 //   * --idle-timeout SECONDS (e.g. 0.2 or 30; off by default): a client that sends nothing for
 //     that long is disconnected, so silent connections cannot pile up.
-#include <array>
 #include <chrono>
 #include <cstddef>
 #include <exception>
@@ -65,19 +65,24 @@ using IdleTimeout = std::optional<corio::Scheduler::Clock::duration>; // empty: 
 
 // One connection: echo every byte back until the client closes its end (or stays idle too long).
 corio::Task<> handle_client(corio::AsyncSocket client, ConnectionLog log, IdleTimeout idle) {
-    // 16 KiB: all the memory a connection ever needs. Not zeroed: like any freshly allocated
-    // memory, the pages it has not written to yet need not be resident.
-    std::array<std::byte, 16384> buffer;
     try {
         log("connected");
         for (;;) {
-            // With an idle timeout, a client that sends nothing for that long throws TimeoutError.
-            const std::size_t received = idle ? co_await corio::timeout_after(*idle, client.recv(buffer))
-                                              : co_await client.recv(buffer);
-            if (received == 0) {
+            // Reads whatever has arrived into a buffer the Scheduler lends until `received` goes:
+            // an idle connection holds no buffer. With an idle timeout, a client that sends
+            // nothing for that long throws TimeoutError.
+            // (Not `idle ? co_await a : co_await b`: GCC 12 destroys the unused branch's
+            // LentBytes temporary too: a double free, seen with this very line.)
+            corio::LentBytes received;
+            if (idle) {
+                received = co_await corio::timeout_after(*idle, client.recv_lent());
+            } else {
+                received = co_await client.recv_lent();
+            }
+            if (received.empty()) {
                 break;
             }
-            co_await client.send_all(std::span(buffer).first(received)); // waits for slow readers
+            co_await client.send_all(received.bytes()); // waits for slow readers
         }
         log("closed"); // recv gave 0: the client sent its last byte and got everything back
     } catch (const corio::TimeoutError&) {

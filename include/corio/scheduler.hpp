@@ -70,6 +70,7 @@ public:
         std::size_t timers = 0;
         std::size_t watched_fds = 0;
         std::size_t thread_jobs = 0; // tasks waiting for a job on the thread pool
+        std::size_t lent_buffers = 0; // buffers lent reads hold (LentBytes, or bytes not read yet)
     };
 
     /// A Scheduler on the real (steady) clock, waiting in `backend` (see backend/selector.hpp:
@@ -159,7 +160,8 @@ public:
     }
     [[nodiscard]] Stats stats() const noexcept {
         return Stats{tasks_.size(), tasks_.ready_count(), fd_watches_.waiting_tasks(),
-                     timers_.size(), fd_watches_.watched_fds(), pool_jobs_.waiting()};
+                     timers_.size(), fd_watches_.watched_fds(), pool_jobs_.waiting(),
+                     fd_watches_.lent_buffers().out()};
     }
 
     // ---- The thread-safe door (see kernel/inbox.hpp).

@@ -20,6 +20,7 @@
 #include "corio/backend/uring_selector.hpp"
 #endif
 
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -104,6 +105,17 @@ public:
     /// The io_uring backend, or null.
     [[nodiscard]] UringSelector* uring() noexcept { return uring_ ? &*uring_ : nullptr; }
 
+    // Lent receives (io_uring only; see UringSelector): start_lending() says whether receive()
+    // may be used; it sets the provided buffers up on first use.
+    bool start_lending() { return backend_ == Backend::io_uring && uring_->start_lending(); }
+    void receive(int fd) { uring_->receive(fd); }
+    void cancel_receive(int fd) { uring_->cancel_receive(fd); }
+    [[nodiscard]] std::byte* lent_buffer(int id) const noexcept { return uring_->buffer(id); }
+    // LentBuffers::Recycle: `self` is this Selector.
+    static void recycle(void* self, std::int32_t id) noexcept {
+        static_cast<Selector*>(self)->uring_->recycle(id);
+    }
+
     void watch(int fd, Interest before, Interest after) {
         if (backend_ == Backend::epoll) [[likely]] {
             epoll_->watch(fd, before, after);
@@ -116,11 +128,16 @@ public:
 
     template <class OnReady>
     std::size_t wait(int timeout_ms, OnReady&& on_ready) {
+        return wait(timeout_ms, on_ready, [](int, std::int32_t, int) {});
+    }
+    /// wait(), and on io_uring the completed receives too (see UringSelector).
+    template <class OnReady, class OnReceived>
+    std::size_t wait(int timeout_ms, OnReady&& on_ready, OnReceived&& on_received) {
         if (backend_ == Backend::epoll) [[likely]] {
             return epoll_->wait(timeout_ms, on_ready);
         }
         if (backend_ == Backend::io_uring) {
-            return uring_->wait(timeout_ms, on_ready);
+            return uring_->wait(timeout_ms, on_ready, on_received);
         }
         return poll_->wait(timeout_ms, on_ready);
     }
@@ -164,6 +181,17 @@ public:
         }
     }
     [[nodiscard]] Backend backend() const noexcept { return Backend::poll; }
+    // No lent receives without io_uring (see the other Selector).
+    bool start_lending() noexcept { return false; }
+    void receive(int /*fd*/) noexcept {}
+    void cancel_receive(int /*fd*/) noexcept {}
+    [[nodiscard]] std::byte* lent_buffer(int /*id*/) const noexcept { return nullptr; }
+    static void recycle(void* /*self*/, std::int32_t /*id*/) noexcept {}
+    template <class OnReady, class OnReceived>
+    std::size_t wait(int timeout_ms, OnReady&& on_ready, OnReceived&& /*on_received*/) {
+        return PollSelector::wait(timeout_ms, on_ready);
+    }
+    using PollSelector::wait;
 };
 
 #endif

@@ -13,6 +13,14 @@
 // generation in the poll's user_data, so that the completion of a poll taken back, which may
 // arrive after the fd number was reused, is recognised and dropped.
 //
+// Receives (the completion half): `receive(fd)` submits an IORING_OP_RECV that picks a buffer
+// from a ring of provided buffers this selector owns (IORING_REGISTER_PBUF_RING, Linux 5.19), so
+// the kernel only ever writes into memory that lives as long as the selector, whatever happens to
+// the task that asked: a task killed or timed out while its receive is in flight leaves nothing
+// the kernel could write into. Its completion is handed to `on_received(fd, res, buffer id)`;
+// the buffer goes back to the ring with `recycle(id)`. A receive taken back (`cancel_receive`) is
+// cancelled, and its completion, if it got a buffer after all, recycles it.
+//
 // The ring is created when first used, i.e. on the thread that runs the loop (a ring set up with
 // SINGLE_ISSUER takes submissions from one thread only).
 #pragma once
@@ -24,10 +32,13 @@
 #include "corio/backend/uring_ring.hpp"
 
 #include <poll.h>
+#include <sys/mman.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <vector>
 
@@ -39,9 +50,16 @@ public:
     /// Submissions the ring holds; more are submitted early, in batches of this many.
     static constexpr unsigned ring_entries = 1024;
 
+    /// Provided buffers for receives: how many, and how large each is. Their pages become
+    /// resident where the kernel writes, so a server that streams fast holds up to 8 MiB of them;
+    /// when all are out, receives fall back to readiness and heap buffers until some come back.
+    static constexpr unsigned lent_count = 128;
+    static constexpr std::size_t lent_size = 64 * 1024;
+
     UringSelector() = default;
     UringSelector(const UringSelector&) = delete;
     UringSelector& operator=(const UringSelector&) = delete;
+    ~UringSelector() { stop_lending(); }
 
     void watch(int fd, Interest before, Interest after) {
         if (before == after) {
@@ -61,20 +79,42 @@ public:
 
     template <class OnReady>
     std::size_t wait(int timeout_ms, OnReady&& on_ready) {
+        return wait(timeout_ms, on_ready, [](int, std::int32_t, int) {});
+    }
+
+    // wait() that also hands the completions of receives to on_received(fd, res, buffer id or -1).
+    template <class OnReady, class OnReceived>
+    std::size_t wait(int timeout_ms, OnReady&& on_ready, OnReceived&& on_received) {
         detail::UringRing& uring = ring();
         uring.enter(timeout_ms);
         std::size_t reported = 0;
-        uring.drain([&](std::uint64_t user_data, std::int32_t res, std::uint32_t /*flags*/) {
-            const auto direction = static_cast<Interest>((user_data >> 32) & 3U);
+        uring.drain([&](std::uint64_t user_data, std::int32_t res, std::uint32_t flags) {
+            const auto kind = static_cast<unsigned>((user_data >> 32) & 3U);
             const auto fd = static_cast<int>(user_data & 0xffffffffU);
-            if (direction == Interest::none || generation_of(fd, direction) != (user_data >> 40)) {
+            if (kind == receive_kind) {
+                --receiving_;
+                const int buffer = (flags & IORING_CQE_F_BUFFER) != 0
+                                       ? static_cast<int>(flags >> IORING_CQE_BUFFER_SHIFT)
+                                       : -1;
+                if (generation_of(fd, receive_kind) != (user_data >> 40)) {
+                    if (buffer >= 0) {
+                        recycle(buffer); // a receive taken back that got data after all
+                    }
+                    return;
+                }
+                on_received(fd, res, buffer);
+                ++reported;
+                return;
+            }
+            const auto direction = static_cast<Interest>(kind);
+            if (direction == Interest::none || generation_of(fd, kind) != (user_data >> 40)) {
                 return; // a removal's own completion, or a poll that was taken back
             }
             // An error (EBADF: the fd was closed under the poll) is reported as readiness for
             // both directions, like a hang-up: the waiting task's next system call sees it.
             const Interest ready = res < 0 ? Interest::read_write
                                            : PollSelector::from_poll(static_cast<unsigned>(res));
-            bump(fd, direction); // a one-shot poll is over: a late duplicate cannot match
+            bump(fd, kind); // a one-shot poll is over: a late duplicate cannot match
             on_ready(fd, ready, direction);
             ++reported;
         });
@@ -89,43 +129,155 @@ public:
         return *ring_;
     }
 
+    /// Sets up the provided buffers, once; false if the kernel has no provided-buffer rings
+    /// (Linux < 5.19) or no memory for them: receives then go through readiness.
+    bool start_lending() {
+        if (lending_state_ == 0) {
+            lending_state_ = set_up_buffers() ? 1 : 2;
+        }
+        return lending_state_ == 1;
+    }
+    [[nodiscard]] bool lending() const noexcept { return lending_state_ == 1; }
+
+    /// Submits a receive on `fd` into a provided buffer (start_lending() must have said yes).
+    void receive(int fd) {
+        io_uring_sqe& sqe = ring().next_sqe();
+        sqe.opcode = IORING_OP_RECV;
+        sqe.fd = fd;
+        sqe.flags = IOSQE_BUFFER_SELECT;
+        sqe.buf_group = buffer_group;
+        sqe.len = static_cast<std::uint32_t>(lent_size);
+        sqe.user_data = user_data_of(fd, receive_kind);
+        ++receiving_;
+    }
+    /// Takes back the receive in flight on `fd`: its completion will be dropped.
+    void cancel_receive(int fd) { take_back(fd, receive_kind, IORING_OP_ASYNC_CANCEL); }
+    /// The memory of provided buffer `id`.
+    [[nodiscard]] std::byte* buffer(int id) const noexcept {
+        return buffers_ + static_cast<std::size_t>(id) * lent_size;
+    }
+    /// Gives provided buffer `id` back to the ring.
+    void recycle(int id) noexcept {
+        // Not buffer_ring_->bufs: in C++ the header's flexible-array wrapper holds an empty
+        // struct of size 1, which moves `bufs` 8 bytes past where the kernel reads it.
+        auto* entries = reinterpret_cast<io_uring_buf*>(static_cast<void*>(buffer_ring_));
+        io_uring_buf& slot = entries[buffer_tail_ & (lent_count - 1)];
+        slot.addr = reinterpret_cast<std::uint64_t>(buffer(id));
+        slot.len = static_cast<std::uint32_t>(lent_size);
+        slot.bid = static_cast<std::uint16_t>(id);
+        ++buffer_tail_;
+        std::atomic_ref<std::uint16_t>(buffer_ring_->tail).store(buffer_tail_, std::memory_order_release);
+    }
+
 private:
+    static constexpr unsigned receive_kind = 3; // the kinds: 1 read poll, 2 write poll, 3 receive
+    static constexpr std::uint16_t buffer_group = 0;
+
+    bool set_up_buffers() {
+        const std::size_t ring_bytes = lent_count * sizeof(io_uring_buf);
+        void* ring_memory = ::mmap(nullptr, ring_bytes, PROT_READ | PROT_WRITE,
+                                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (ring_memory == MAP_FAILED) {
+            return false;
+        }
+        // Pages of the buffers become resident only where the kernel writes.
+        void* buffers = ::mmap(nullptr, lent_count * lent_size, PROT_READ | PROT_WRITE,
+                               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (buffers == MAP_FAILED) {
+            ::munmap(ring_memory, ring_bytes);
+            return false;
+        }
+        std::memset(ring_memory, 0, ring_bytes); // resident before the kernel maps it too
+        io_uring_buf_reg registration{};
+        registration.ring_addr = reinterpret_cast<std::uint64_t>(ring_memory);
+        registration.ring_entries = lent_count;
+        registration.bgid = buffer_group;
+        if (ring().register_op(IORING_REGISTER_PBUF_RING, &registration, 1) < 0) {
+            ::munmap(buffers, lent_count * lent_size);
+            ::munmap(ring_memory, ring_bytes);
+            return false;
+        }
+        buffer_ring_ = static_cast<io_uring_buf_ring*>(ring_memory);
+        buffers_ = static_cast<std::byte*>(buffers);
+        for (unsigned id = 0; id < lent_count; ++id) {
+            recycle(static_cast<int>(id));
+        }
+        return true;
+    }
+
+    // Before the buffers go: receives still in flight are cancelled and their completions
+    // awaited, so that the kernel cannot write into unmapped (or remapped) memory. If that cannot
+    // be done (the loop's thread is gone: EEXIST), the memory is left mapped.
+    void stop_lending() noexcept {
+        if (!lending()) {
+            return;
+        }
+        bool quiet = receiving_ == 0;
+        try {
+            if (!quiet) {
+                io_uring_sqe& sqe = ring().next_sqe();
+                sqe.opcode = IORING_OP_ASYNC_CANCEL;
+                sqe.fd = -1;
+                sqe.cancel_flags = IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL;
+                sqe.user_data = 0;
+                for (int round = 0; round < 100 && receiving_ > 0; ++round) {
+                    wait(10, [](int, Interest, Interest) {}, [](int, std::int32_t, int) {});
+                }
+                quiet = receiving_ == 0;
+            }
+        } catch (...) {
+            quiet = false;
+        }
+        if (quiet) {
+            ::munmap(buffers_, lent_count * lent_size);
+            ::munmap(buffer_ring_, lent_count * sizeof(io_uring_buf));
+        }
+    }
+
     void arm(int fd, Interest direction) {
         io_uring_sqe& sqe = ring().next_sqe();
         sqe.opcode = IORING_OP_POLL_ADD;
         sqe.fd = fd;
         sqe.poll32_events = direction == Interest::read ? (POLLIN | POLLRDHUP) : POLLOUT;
-        sqe.user_data = user_data_of(fd, direction);
+        sqe.user_data = user_data_of(fd, static_cast<unsigned>(direction));
     }
     void disarm(int fd, Interest direction) {
-        const std::uint64_t armed = user_data_of(fd, direction);
-        bump(fd, direction);
+        take_back(fd, static_cast<unsigned>(direction), IORING_OP_POLL_REMOVE);
+    }
+    // Removes (POLL_REMOVE) or cancels (ASYNC_CANCEL) the request of `kind` on `fd`; a new
+    // generation makes its completion, whenever it comes, one that is dropped.
+    void take_back(int fd, unsigned kind, std::uint8_t opcode) {
+        const std::uint64_t submitted = user_data_of(fd, kind);
+        bump(fd, kind);
         io_uring_sqe& sqe = ring().next_sqe();
-        sqe.opcode = IORING_OP_POLL_REMOVE;
+        sqe.opcode = opcode;
         sqe.fd = -1;
-        sqe.addr = armed;
-        sqe.user_data = 0; // direction none: ignored when it completes
+        sqe.addr = submitted;
+        sqe.user_data = 0; // kind 0: the removal's own completion is ignored
     }
 
-    std::uint64_t user_data_of(int fd, Interest direction) {
-        return (std::uint64_t{generation_of(fd, direction)} << 40) |
-               (std::uint64_t{static_cast<std::uint8_t>(direction)} << 32) |
+    // user_data: the generation (bits 40-47), the kind (32-33), the fd (0-31).
+    std::uint64_t user_data_of(int fd, unsigned kind) {
+        return (std::uint64_t{generation_of(fd, kind)} << 40) | (std::uint64_t{kind} << 32) |
                static_cast<std::uint32_t>(fd);
     }
-    std::uint8_t& slot(int fd, Interest direction) {
-        const std::size_t index = static_cast<std::size_t>(fd) * 2 + (direction == Interest::write ? 1 : 0);
+    std::uint8_t& slot(int fd, unsigned kind) {
+        const std::size_t index = static_cast<std::size_t>(fd) * 4 + kind;
         if (index >= generations_.size()) {
-            generations_.resize(index + 2, 0);
+            generations_.resize(index + 4, 0);
         }
         return generations_[index];
     }
-    std::uint8_t generation_of(int fd, Interest direction) {
-        return fd < 0 ? 0 : slot(fd, direction);
-    }
-    void bump(int fd, Interest direction) { ++slot(fd, direction); }
+    std::uint8_t generation_of(int fd, unsigned kind) { return fd < 0 ? 0 : slot(fd, kind); }
+    void bump(int fd, unsigned kind) { ++slot(fd, kind); }
 
     std::optional<detail::UringRing> ring_;
-    std::vector<std::uint8_t> generations_; // per fd and direction
+    std::vector<std::uint8_t> generations_; // per fd and kind
+    io_uring_buf_ring* buffer_ring_ = nullptr;
+    std::byte* buffers_ = nullptr;
+    std::uint16_t buffer_tail_ = 0;
+    std::uint8_t lending_state_ = 0; // 0 not tried, 1 lending, 2 refused
+    std::size_t receiving_ = 0;      // receives in flight
 };
 
 } // namespace corio

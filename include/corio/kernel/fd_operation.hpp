@@ -27,6 +27,7 @@ public:
     enum class Kind : std::uint8_t {
         wait,         // nothing: readiness is the result
         recv,         // receive into a buffer
+        recv_lent,    // receive into a buffer the Scheduler lends (kernel/lent_buffers.hpp)
         send,         // send bytes (all of them, or what is taken at once)
         receive_from, // receive a datagram and its sender
         send_to,      // send a datagram to an address

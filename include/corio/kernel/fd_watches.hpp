@@ -5,11 +5,17 @@
 // when the selector reports readiness nobody waits for (level-triggered, it would repeat it).
 // On readiness each waiting task's operation is attempted; the task becomes ready only once its
 // operation is done, so a stale readiness costs no resumption.
+//
+// On io_uring a lent read (Kind::recv_lent) is not attempted on readiness: the fd gets one receive
+// in flight into the ring's provided buffers, and its completion goes to the ReceivedStash, from
+// which the waiting reader's attempt takes it (or the next read of the fd, if nobody waits).
 #pragma once
 
 #include "corio/backend/selector.hpp"
 #include "corio/kernel/async_fd.hpp"
 #include "corio/kernel/fd_operation.hpp"
+#include "corio/kernel/lent_buffers.hpp"
+#include "corio/kernel/received_stash.hpp"
 #include "corio/kernel/task_record.hpp"
 #include "corio/detail/fd_table.hpp"
 
@@ -29,6 +35,7 @@ struct FdWatch {
     TaskList readers;
     TaskList writers;
     Interest watched = Interest::none; // what the selector watches this fd for
+    bool receiving = false;            // a lent receive is in flight (io_uring)
 };
 static_assert(sizeof(void*) != 8 || sizeof(FdWatch) <= 24, "corio: FdWatch grew");
 
@@ -45,6 +52,11 @@ public:
     }
 
     [[nodiscard]] Backend backend() const noexcept { return selector_.backend(); }
+    LentBuffers& lent_buffers() noexcept { return lent_; }
+    [[nodiscard]] const LentBuffers& lent_buffers() const noexcept { return lent_; }
+    // True once lent reads go through the ring's receives (io_uring, after the first one).
+    [[nodiscard]] bool lends_natively() const noexcept { return lending_; }
+    ReceivedStash& stash() noexcept { return stash_; }
     [[nodiscard]] std::size_t waiting_tasks() const noexcept { return waiting_tasks_; }
     [[nodiscard]] std::size_t watched_fds() const noexcept { return watched_fds_; }
 
@@ -73,7 +85,14 @@ public:
         }
         watches_.make_room_for(static_cast<std::size_t>(fd));
         FdWatch& watch = watches_[static_cast<std::size_t>(fd)];
-        set_watched(fd, watch, watch.watched | direction);
+        if (operation != nullptr && operation->kind() == FdOperation::Kind::recv_lent && lend()) {
+            if (!watch.receiving) {
+                selector_.receive(fd);
+                watch.receiving = true;
+            }
+        } else {
+            set_watched(fd, watch, watch.watched | direction);
+        }
         (direction == Interest::read ? watch.readers : watch.writers).push_back(task);
         task.state = TaskState::waiting_fd;
         task.wait.io = {operation, attempt};
@@ -110,6 +129,14 @@ public:
             watch.watched = Interest::none;
             --watched_fds_;
         }
+        if (watch.receiving) {
+            watch.receiving = false;
+            try {
+                selector_.cancel_receive(fd); // else the receive would keep the socket open
+            } catch (...) { // the ring is gone with its requests
+            }
+        }
+        stash_.drop(fd, lent_);
     }
 
     // The first operation of `kind` waiting on `fd` for `direction`, or null.
@@ -134,9 +161,10 @@ public:
     // operation it completed to became_ready(TaskRecord&). Gives the number of ready fds.
     template <class BecameReady>
     std::size_t select(int timeout_ms, BecameReady&& became_ready) {
-        const std::size_t events = selector_.wait(timeout_ms, [&](int fd, Interest ready, Interest disarmed) {
-            on_ready(fd, ready, disarmed, became_ready);
-        });
+        const std::size_t events = selector_.wait(
+            timeout_ms,
+            [&](int fd, Interest ready, Interest disarmed) { on_ready(fd, ready, disarmed, became_ready); },
+            [&](int fd, std::int32_t result, int id) { on_received(fd, result, id, became_ready); });
         settle_interest();
         return events;
     }
@@ -176,6 +204,28 @@ private:
         }
         if (unwanted != Interest::none) {
             stale_.emplace_back(fd, unwanted);
+        }
+    }
+
+    // A lent receive on `fd` completed (io_uring): its result waits in the stash for the fd's
+    // readers, whose attempts take it. A ring without buffers left (ENOBUFS) sends the readers
+    // through readiness and the heap buffers until one is given back.
+    template <class BecameReady>
+    void on_received(int fd, std::int32_t result, int id, BecameReady& became_ready) {
+        FdWatch& watch = watches_[static_cast<std::size_t>(fd)];
+        watch.receiving = false;
+        if (result != -ENOBUFS) {
+            if (id >= 0) {
+                lent_.took_ring_buffer();
+            }
+            try {
+                stash_.put(fd, result, id >= 0 ? selector_.lent_buffer(id) : nullptr, id, lent_);
+            } catch (...) { // no memory to keep them: the bytes are lost (put gave the buffer back)
+            }
+            complete(watch.readers, became_ready);
+        }
+        if (!watch.readers.empty()) {
+            rearm_.push_back(fd); // readers left: they wait through readiness (see settle_interest)
         }
     }
 
@@ -226,7 +276,20 @@ private:
         watch.watched = wanted;
     }
 
+    // Lends before selecting: sets the ring's buffers up on first use, and tells LentBuffers
+    // where they go back.
+    bool lend() {
+        if (!lending_ && selector_.start_lending()) {
+            lent_.set_ring(&selector_, &Selector::recycle);
+            lending_ = true;
+        }
+        return lending_;
+    }
+
+    LentBuffers lent_; // before selector_: outlives it (heap buffers only by then)
     Selector selector_;
+    ReceivedStash stash_;
+    bool lending_ = false;
     FdTable<FdWatch> watches_; // indexed by fd; never moves (tasks point into it)
     std::vector<std::pair<int, Interest>> stale_;
     std::vector<int> rearm_; // fds a one-shot report disarmed in this wait

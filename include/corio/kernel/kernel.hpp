@@ -135,6 +135,13 @@ public:
         return fd_watches_.first_operation(fd, direction, kind);
     }
 
+    /// The buffers lent reads read into (see kernel/lent_buffers.hpp).
+    [[nodiscard]] LentBuffers& lent_buffers() noexcept { return fd_watches_.lent_buffers(); }
+    /// True once lent reads are receives the backend completes (io_uring).
+    [[nodiscard]] bool lends_natively() const noexcept { return fd_watches_.lends_natively(); }
+    /// What completed receives brought that no read took yet (see kernel/received_stash.hpp).
+    [[nodiscard]] ReceivedStash& received_stash() noexcept { return fd_watches_.stash(); }
+
     // ---- Waiting on tasks, time, and the ready queue.
 
     /// Suspends the calling task until `target` ends; the outcome is written to `exit` then.

@@ -177,6 +177,11 @@ public:
     [[nodiscard]] detail::RecvOperation recv(std::span<std::byte> buffer) noexcept {
         return {state_, buffer.data(), buffer.size()};
     }
+    /// `co_await socket.recv_lent()`: reads as much as has arrived, up to 64 KiB, into a buffer
+    /// the Scheduler lends, and gives the bytes as LentBytes, which give the buffer back when
+    /// destroyed; empty at the end of the stream. A server that reads this way holds no buffer
+    /// per idle connection (see kernel/lent_buffers.hpp). Throws std::system_error like recv.
+    [[nodiscard]] detail::LentRecvOperation recv_lent() noexcept { return detail::LentRecvOperation{state_}; }
 
     /// `co_await socket.send(data)`: writes what the kernel takes now (at least one byte, unless
     /// `data` is empty) and gives how many. Text (anything that converts to std::string_view)

@@ -17,6 +17,7 @@
 #include "corio/kernel/async_fd.hpp"
 #include "corio/kernel/fd_awaiter.hpp"
 #include "corio/kernel/kernel.hpp"
+#include "corio/kernel/lent_buffers.hpp"
 
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -29,6 +30,7 @@
 #include <ranges>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 
 namespace corio::detail {
 
@@ -100,6 +102,12 @@ public:
             result_ = 0; // 0 at once: the kernel would answer EAGAIN while nothing is pending
             return true;
         }
+        if (Kernel* kernel = socket().kernel(); kernel != nullptr && !kernel->received_stash().empty())
+            [[unlikely]] { // bytes a lent receive brought that nobody took come first
+            if (kernel->received_stash().copy(socket().fd(), data_, size_, result_, kernel->lent_buffers())) {
+                return true;
+            }
+        }
         for (;;) {
             const ssize_t count = ::recv(socket().fd(), data_, clamp_count(size_), 0);
             if (count >= 0) {
@@ -131,6 +139,79 @@ private:
 
     std::byte* data_;
     std::size_t size_;
+};
+
+// `co_await socket.recv_lent()`: reads as much as has arrived (up to LentBuffers::buffer_size)
+// into a buffer the Scheduler lends, and gives it as LentBytes (empty at the end of the stream).
+// Like recv, after a read that did not fill the buffer the next one waits for readiness first;
+// so does the first read of a socket that never waited (the kernel, whose buffers it borrows, is
+// known only once it has).
+class [[nodiscard]] LentRecvOperation : public FdAwaiter<LentRecvOperation> {
+public:
+    explicit LentRecvOperation(SocketState& socket) noexcept
+        : FdAwaiter(socket, Kind::recv_lent, Interest::read) {}
+
+    // On io_uring the read is a receive the kernel completes (see kernel/fd_watches.hpp): it is
+    // not tried first, unless an earlier receive left bytes in the stash.
+    bool wait_first() const noexcept {
+        Kernel* kernel = socket().kernel();
+        if (kernel == nullptr) {
+            return true;
+        }
+        if (kernel->lends_natively()) {
+            return !kernel->received_stash().holds(socket().fd());
+        }
+        return socket().drained;
+    }
+    bool try_now() noexcept {
+        Kernel& kernel = *socket().kernel();
+        LentBuffers& buffers = kernel.lent_buffers();
+        if (!kernel.received_stash().empty() &&
+            kernel.received_stash().take(socket().fd(), loan_, result_, buffers)) [[unlikely]] {
+            return true;
+        }
+        std::byte* buffer = nullptr;
+        try {
+            buffer = buffers.take_heap();
+        } catch (...) {
+            result_ = -ENOMEM;
+            return true;
+        }
+        for (;;) {
+            const ssize_t count = ::recv(socket().fd(), buffer, LentBuffers::buffer_size, 0);
+            if (count > 0) {
+                result_ = static_cast<std::int32_t>(count);
+                loan_ = buffers.lend(buffer, static_cast<std::size_t>(count), -1);
+                return true;
+            }
+            if (count == 0 || errno != EINTR) {
+                buffers.give_back_heap(buffer);
+                if (count == 0) {
+                    result_ = 0;
+                    return true;
+                }
+                if (would_block(errno)) {
+                    return false;
+                }
+                result_ = -errno;
+                return true;
+            }
+        }
+    }
+    bool done() const noexcept { return result_ != pending; }
+    LentBytes outcome() {
+        if (result_ < 0) {
+            throw_errno(-result_, "recv");
+        }
+        socket().drained = result_ > 0 && static_cast<std::size_t>(result_) < LentBuffers::buffer_size;
+        return std::move(loan_);
+    }
+    static const char* name() noexcept { return "recv_lent"; }
+
+private:
+    SocketState& socket() const noexcept { return static_cast<SocketState&>(target()); }
+
+    LentBytes loan_;
 };
 
 #if defined(MSG_NOSIGNAL)

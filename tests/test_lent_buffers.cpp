@@ -1,0 +1,270 @@
+// Lent reads (AsyncSocket::recv_lent): bytes read into buffers the Scheduler lends. On io_uring
+// they are receives the kernel completes into the ring's provided buffers; on epoll and poll,
+// reads into heap buffers the Scheduler keeps. Every case runs on each backend (ctest prefixes
+// epoll:, uring:, poll:), and checks that every buffer comes back (stats().lent_buffers).
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstddef>
+#include <cstring>
+#include <netinet/in.h>
+#include <string>
+#include <string_view>
+#include <sys/socket.h>
+#include <system_error>
+#include <unistd.h>
+#include <utility>
+#include <vector>
+
+#include <corio/net/async_socket.hpp>
+#include <corio/scheduler.hpp>
+#include <corio/syscalls.hpp>
+#include <corio/task.hpp>
+#include <corio/timeout.hpp>
+
+#include "support/catch.hpp"
+#include "support/fd.hpp"
+#include "support/leak_check.hpp"
+#include "support/run_bounded.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using corio::AsyncSocket;
+using corio::LentBytes;
+using corio::Scheduler;
+using corio::Task;
+
+std::string text_of(const LentBytes& bytes) {
+    return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
+}
+
+void write_all(int fd, std::string_view text) {
+    while (!text.empty()) {
+        const ssize_t count = ::write(fd, text.data(), text.size());
+        REQUIRE(count > 0);
+        text.remove_prefix(static_cast<std::size_t>(count));
+    }
+}
+
+// A connected pair: `ours` for the tasks, `peer` a plain fd the test writes to.
+struct Pair {
+    AsyncSocket ours;
+    corio::test::UniqueFd peer;
+};
+Pair make_pair() {
+    corio::test::FdPair fds = corio::test::socket_pair();
+    return Pair{AsyncSocket(fds.first.release()), std::move(fds.second)};
+}
+
+void run(Scheduler& kernel, Task<> task) {
+    REQUIRE(corio::test::run_until_ended(kernel, {kernel.add_task(std::move(task))}, 10s));
+}
+
+void require_all_back(const Scheduler& kernel) {
+    CHECK(kernel.stats().lent_buffers == 0);
+    corio::test::require_empty(kernel);
+}
+
+Task<> read_all_then_end(AsyncSocket& socket, std::string& first, std::string& rest, bool& ended) {
+    {
+        const LentBytes bytes = co_await socket.recv_lent();
+        first = text_of(bytes);
+    }
+    for (;;) {
+        const LentBytes bytes = co_await socket.recv_lent();
+        if (bytes.empty()) {
+            ended = true;
+            co_return;
+        }
+        rest += text_of(bytes);
+    }
+}
+
+} // namespace
+
+TEST_CASE("recv_lent: reads all that has arrived in one piece, then the end of the stream",
+          "[lent]") {
+    corio::test::FrameLeakCheck leaks;
+    Scheduler kernel;
+    Pair pair = make_pair();
+    const std::string chunk(1000, 'x');
+    write_all(pair.peer.get(), chunk + chunk + chunk); // three writes' worth, before any read
+    std::string first;
+    std::string rest;
+    bool ended = false;
+    const corio::TaskId reader = kernel.add_task(read_all_then_end(pair.ours, first, rest, ended));
+    kernel.add_task([](corio::test::UniqueFd& peer) -> Task<> {
+        co_await corio::Sleep{20ms};
+        write_all(peer.get(), "tail");
+        peer.reset(); // end of stream
+    }(pair.peer));
+    REQUIRE(corio::test::run_until_ended(kernel, {reader}, 10s));
+    CHECK(first.size() == 3000);
+    CHECK(rest == "tail");
+    CHECK(ended);
+    kernel.run();
+    pair.ours.close();
+    require_all_back(kernel);
+}
+
+namespace {
+
+// Reads one byte at a time and keeps every LentBytes: more buffers than io_uring's ring holds.
+Task<> hold_many(AsyncSocket& socket, int peer, std::size_t count, std::string& seen) {
+    std::vector<LentBytes> held;
+    for (std::size_t i = 0; i < count; ++i) {
+        const char byte = static_cast<char>('a' + i % 26);
+        write_all(peer, std::string_view(&byte, 1));
+        held.push_back(co_await socket.recv_lent());
+        REQUIRE(held.back().size() == 1);
+    }
+    for (const LentBytes& bytes : held) {
+        seen += text_of(bytes);
+    }
+}
+
+} // namespace
+
+TEST_CASE("recv_lent: more reads held at once than the ring has buffers still read every byte",
+          "[lent]") {
+    corio::test::FrameLeakCheck leaks;
+    Scheduler kernel;
+    Pair pair = make_pair();
+    constexpr std::size_t count = 300; // io_uring's ring lends 128
+    std::string seen;
+    run(kernel, hold_many(pair.ours, pair.peer.get(), count, seen));
+    REQUIRE(seen.size() == count);
+    for (std::size_t i = 0; i < count; ++i) {
+        CHECK(seen[i] == static_cast<char>('a' + i % 26));
+    }
+    CHECK(kernel.stats().lent_buffers == 0); // all given back when `held` went
+    // And the ring lends again.
+    std::string again;
+    run(kernel, hold_many(pair.ours, pair.peer.get(), 3, again));
+    CHECK(again == "abc");
+    pair.ours.close();
+    require_all_back(kernel);
+}
+
+namespace {
+
+Task<> time_out_then_read(AsyncSocket& socket, int peer, std::string& log) {
+    try {
+        (void)co_await corio::timeout_after(20ms, socket.recv_lent());
+        log += "read;";
+    } catch (const corio::TimeoutError&) {
+        log += "timeout;";
+    }
+    write_all(peer, "abcdef"); // arrives while no read waits (on io_uring the receive is in flight)
+    co_await corio::Sleep{20ms};
+    std::array<char, 2> two{};
+    const std::size_t copied = co_await socket.recv(two);
+    log += std::string(two.data(), copied) + ";";
+    const LentBytes rest = co_await socket.recv_lent();
+    log += text_of(rest) + ";";
+}
+
+} // namespace
+
+TEST_CASE("recv_lent: a read that timed out loses nothing, and the next reads keep the order",
+          "[lent]") {
+    corio::test::FrameLeakCheck leaks;
+    Scheduler kernel;
+    Pair pair = make_pair();
+    std::string log;
+    run(kernel, time_out_then_read(pair.ours, pair.peer.get(), log));
+    CHECK(log == "timeout;ab;cdef;");
+    pair.ours.close();
+    require_all_back(kernel);
+}
+
+namespace {
+
+Task<> read_forever(AsyncSocket& socket) {
+    for (;;) {
+        const LentBytes bytes = co_await socket.recv_lent();
+        if (bytes.empty()) {
+            co_return;
+        }
+    }
+}
+
+Task<> kill_all_then_write(std::vector<corio::TaskId>& readers, std::vector<Pair>& pairs) {
+    co_await corio::Sleep{10ms}; // every reader waits now
+    for (const corio::TaskId id : readers) {
+        co_await corio::KillTask{id};
+    }
+    for (Pair& pair : pairs) {
+        write_all(pair.peer.get(), "late bytes"); // the receives still in flight complete now
+    }
+    co_await corio::Sleep{20ms};
+}
+
+} // namespace
+
+TEST_CASE("recv_lent: readers killed while their reads are in flight leave every buffer to come back",
+          "[lent]") {
+    corio::test::FrameLeakCheck leaks;
+    Scheduler kernel;
+    std::vector<Pair> pairs;
+    for (int i = 0; i < 300; ++i) { // more than the ring's buffers: a leak would run it dry
+        pairs.push_back(make_pair());
+    }
+    for (int round = 0; round < 2; ++round) {
+        std::vector<corio::TaskId> readers;
+        for (Pair& pair : pairs) {
+            readers.push_back(kernel.add_task(read_forever(pair.ours)));
+        }
+        run(kernel, kill_all_then_write(readers, pairs));
+        // The bytes wait for the next read of each socket (nothing is lost)...
+        std::string first;
+        run(kernel, [](AsyncSocket& socket, std::string& text) -> Task<> {
+            text = text_of(co_await socket.recv_lent());
+        }(pairs.front().ours, first));
+        CHECK(first == "late bytes");
+    }
+    // ...until the socket is closed, which gives its buffer back.
+    for (Pair& pair : pairs) {
+        pair.ours.close();
+    }
+    require_all_back(kernel);
+}
+
+namespace {
+
+Task<> read_expecting_reset(AsyncSocket& socket, int& error) {
+    try {
+        (void)co_await socket.recv_lent();
+    } catch (const std::system_error& failure) {
+        error = failure.code().value();
+    }
+}
+
+Task<> reset_after(std::chrono::milliseconds delay, AsyncSocket& socket) {
+    co_await corio::Sleep{delay};
+    const linger abort_on_close{1, 0};
+    REQUIRE(::setsockopt(socket.fd(), SOL_SOCKET, SO_LINGER, &abort_on_close, sizeof abort_on_close) == 0);
+    socket.close(); // RST
+}
+
+Task<> reset_while_reading(int& error) {
+    AsyncSocket listener = AsyncSocket::listen("127.0.0.1", 0);
+    const std::uint16_t port = listener.local_port();
+    AsyncSocket client = co_await AsyncSocket::connect("127.0.0.1", port);
+    AsyncSocket served = (co_await listener.accept()).socket;
+    const corio::TaskId resetter = co_await corio::NewTask{reset_after(20ms, client)};
+    co_await read_expecting_reset(served, error);
+    (void)co_await corio::WaitTask{resetter};
+}
+
+} // namespace
+
+TEST_CASE("recv_lent: a peer that resets makes the read throw", "[lent]") {
+    corio::test::FrameLeakCheck leaks;
+    Scheduler kernel;
+    int error = 0;
+    run(kernel, reset_while_reading(error));
+    CHECK(error == ECONNRESET);
+    require_all_back(kernel);
+}
