@@ -392,7 +392,8 @@ inline Task<> op_kill(Context c) {
     ++w.tally.kills;
 }
 
-inline Task<> op_recv(Context c) {
+// recv (lent: recv_lent, which reads whatever has arrived into a buffer the Scheduler lends).
+inline Task<> op_recv(Context c, bool lent) {
     World& w = c.world;
     const auto end = static_cast<std::size_t>(c.op.target);
     Stream& stream = w.streams[end ^ 1];
@@ -401,12 +402,18 @@ inline Task<> op_recv(Context c) {
         co_return;
     }
     Transfer transfer(stream, &Stream::reader_busy);
-    std::vector<std::byte> buffer(c.op.size);
+    std::vector<std::byte> buffer(lent ? 0 : c.op.size);
+    LentBytes loan;
     const Deadline deadline = deadline_after(c, *c.op.timeout);
     std::size_t received = 0;
     transfer.begin();
     try {
-        received = co_await timeout_after(*c.op.timeout, w.ends[end].recv(buffer));
+        if (lent) {
+            loan = co_await timeout_after(*c.op.timeout, w.ends[end].recv_lent());
+            received = loan.size();
+        } else {
+            received = co_await timeout_after(*c.op.timeout, w.ends[end].recv(buffer));
+        }
     } catch (const TimeoutError&) {
         transfer.end(); // a timed-out recv took nothing: the stream checks below see if it did
         deadline.timed_out(c);
@@ -419,9 +426,10 @@ inline Task<> op_recv(Context c) {
         co_return;
     }
     w.tally.bytes += received;
+    const std::byte* bytes = lent ? loan.data() : buffer.data();
     if (!stream.desynced) {
         for (std::size_t i = 0; i < received; ++i) {
-            if (buffer[i] != stream_byte(static_cast<int>(end ^ 1), stream.read + i)) {
+            if (bytes[i] != stream_byte(static_cast<int>(end ^ 1), stream.read + i)) {
                 c.violation("byte " + std::to_string(stream.read + i) + " of the stream is wrong "
                             "(lost, duplicated or reordered data)");
                 stream.desynced = true;
@@ -489,7 +497,9 @@ inline Task<> op_fd_wait(Context c) {
     deadline.completed(c);
     const bool others_moved = (reading ? stream.read : stream.written) != moved_before ||
                               (reading ? stream.reader_busy : stream.writer_busy) || stream.desynced;
-    if (!others_moved && !fd_ready(fd, reading ? POLLIN : POLLOUT)) {
+    // Bytes a lent read's receive brought wait in the kernel's stash (io_uring): readable too.
+    const bool stashed = reading && w.kernel->received_stash().holds(fd);
+    if (!others_moved && !stashed && !fd_ready(fd, reading ? POLLIN : POLLOUT)) {
         c.violation(std::string("woken but the fd is not ") + (reading ? "readable" : "writable"));
     }
 }
@@ -550,7 +560,8 @@ inline Task<> run_op(Context c) {
     case OpKind::sleep_until: co_await op_sleep_until(c); break;
     case OpKind::wait: co_await op_wait(c); break;
     case OpKind::kill: co_await op_kill(c); break;
-    case OpKind::recv: co_await op_recv(c); break;
+    case OpKind::recv: co_await op_recv(c, false); break;
+    case OpKind::recv_lent: co_await op_recv(c, true); break;
     case OpKind::send: co_await op_send(c); break;
     case OpKind::read_wait:
     case OpKind::write_wait: co_await op_fd_wait(c); break;
@@ -684,13 +695,22 @@ inline void check_tasks(World& w) {
     }
 }
 
-// After the run: what is left in each socket is the rest of its stream.
+// After the run: what is left in each socket is the rest of its stream: first what a lent read's
+// receive brought that no read took (io_uring: the kernel's stash), then what the socket holds.
 inline void check_streams(World& w) {
     for (std::size_t e = 0; e < w.streams.size(); ++e) {
         Stream& stream = w.streams[e];
         std::array<std::byte, 65536> buffer{};
+        const int fd = w.ends[e ^ 1].fd();
         for (;;) {
-            const ssize_t count = ::recv(w.ends[e ^ 1].fd(), buffer.data(), buffer.size(), MSG_DONTWAIT);
+            std::int32_t stashed = 0;
+            ssize_t count = 0;
+            if (w.kernel->received_stash().copy(fd, buffer.data(), buffer.size(), stashed,
+                                                w.kernel->lent_buffers())) {
+                count = stashed;
+            } else {
+                count = ::recv(fd, buffer.data(), buffer.size(), MSG_DONTWAIT);
+            }
             if (count <= 0) {
                 break;
             }
@@ -768,6 +788,9 @@ inline void check_kernel_empty(World& world) {
     if (const std::size_t watched = world.kernel->stats().watched_fds; watched != 0) {
         world.violation(std::to_string(watched) + " fds still watched after forget_fd on each");
     }
+    if (const std::size_t lent = world.kernel->stats().lent_buffers; lent != 0) {
+        world.violation(std::to_string(lent) + " lent buffers never came back");
+    }
 }
 
 } // namespace detail
@@ -791,9 +814,9 @@ inline Verdict run_program(const Program& program) {
                 world.tasks[0].end = detail::End::pending;
                 world.tally.tasks = 1;
                 kernel.run();
+                detail::check_streams(world); // before check_kernel_empty forgets the fds
                 detail::check_kernel_empty(world);
                 detail::check_tasks(world);
-                detail::check_streams(world);
             } catch (const std::exception& e) {
                 world.violation(std::string("the run threw: ") + e.what());
             }

@@ -40,6 +40,7 @@ enum class OpKind : std::uint8_t {
     kill,           // KillTask{task `target`}, possibly itself, an ancestor, or one never spawned
     throw_error,    // throws a TestError: the task fails
     recv,           // AsyncSocket::recv on socket end `target`, up to `size` bytes
+    recv_lent,      // AsyncSocket::recv_lent on socket end `target` (whatever has arrived)
     send,           // AsyncSocket::send on socket end `target`, `size` bytes of its stream
     read_wait,      // ReadWait on socket end `target`
     write_wait,     // WriteWait on socket end `target`
@@ -87,7 +88,7 @@ inline constexpr std::array<OpKind, 32> kind_table{
     OpKind::sleep,       OpKind::sleep,      OpKind::sleep,       OpKind::sleep_until,
     OpKind::wait,        OpKind::wait,       OpKind::wait,        OpKind::wait,
     OpKind::kill,        OpKind::kill,       OpKind::kill,        OpKind::throw_error,
-    OpKind::recv,        OpKind::recv,       OpKind::recv,        OpKind::send,
+    OpKind::recv,        OpKind::recv,       OpKind::recv_lent,   OpKind::send,
     OpKind::send,        OpKind::read_wait,  OpKind::write_wait,  OpKind::event_wait,
     OpKind::event_wait,  OpKind::event_set,  OpKind::event_clear, OpKind::nested_timeout,
 };
@@ -181,6 +182,7 @@ private:
             op.target = in_.next() % (static_cast<int>(program_.tasks.size()) + 2);
             break;
         case OpKind::recv:
+        case OpKind::recv_lent:
         case OpKind::send:
             op.target = in_.next() % (2 * socket_pairs);
             op.size = decode_size(in_.next());
@@ -240,6 +242,7 @@ inline const char* name_of(OpKind kind) {
     case OpKind::kill: return "kill";
     case OpKind::throw_error: return "throw";
     case OpKind::recv: return "recv";
+    case OpKind::recv_lent: return "recv_lent";
     case OpKind::send: return "send";
     case OpKind::read_wait: return "read_wait";
     case OpKind::write_wait: return "write_wait";
@@ -264,6 +267,7 @@ inline std::string to_string(const Op& op) {
     case OpKind::kill: text += " task " + std::to_string(op.target); break;
     case OpKind::sleep:
     case OpKind::sleep_until: text += " " + to_string(op.duration); break;
+    case OpKind::recv_lent: text += " on end " + std::to_string(op.target); break;
     case OpKind::recv:
     case OpKind::send: text += " " + std::to_string(op.size) + " bytes";
         [[fallthrough]];

@@ -57,6 +57,12 @@ public:
     // True once lent reads go through the ring's receives (io_uring, after the first one).
     [[nodiscard]] bool lends_natively() const noexcept { return lending_; }
     ReceivedStash& stash() noexcept { return stash_; }
+    // True while a lent receive is in flight on `fd`: the bytes that arrive go to it first, so
+    // no read may take bytes from the socket itself until it completes (they would overtake).
+    [[nodiscard]] bool receiving(int fd) const noexcept {
+        return fd >= 0 && static_cast<std::size_t>(fd) < watches_.size() &&
+               watches_[static_cast<std::size_t>(fd)].receiving;
+    }
     [[nodiscard]] std::size_t waiting_tasks() const noexcept { return waiting_tasks_; }
     [[nodiscard]] std::size_t watched_fds() const noexcept { return watched_fds_; }
 
@@ -90,6 +96,8 @@ public:
                 selector_.receive(fd);
                 watch.receiving = true;
             }
+        } else if (watch.receiving && attempt != nullptr && direction == Interest::read) {
+            // A read behind a receive in flight: the receive's completion attempts it.
         } else {
             set_watched(fd, watch, watch.watched | direction);
         }

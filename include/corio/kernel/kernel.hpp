@@ -112,14 +112,25 @@ public:
 
     // ---- Waiting on fds.
 
-    /// Suspends the calling task until `fd` is readable (or hung up, or in error).
-    void wait_for_read(int fd) { fd_watches_.add(trapped_task(), fd, Interest::read, nullptr, nullptr); }
+    /// Suspends the calling task until `fd` is readable (or hung up, or in error), or holds bytes
+    /// a lent read's receive brought (kernel/received_stash.hpp): those are read first.
+    void wait_for_read(int fd) {
+        if (stash_holds(fd)) [[unlikely]] {
+            yield_now();
+            return;
+        }
+        fd_watches_.add(trapped_task(), fd, Interest::read, nullptr, nullptr);
+    }
     /// Suspends the calling task until `fd` is writable (or hung up, or in error).
     void wait_for_write(int fd) { fd_watches_.add(trapped_task(), fd, Interest::write, nullptr, nullptr); }
     /// Suspends the calling task until `operation` is done: on each readiness of its fd for its
     /// direction, the kernel calls `attempt(operation)`; the task resumes only once an attempt
     /// completes it (or forget_fd wakes it without one). A null `attempt`: done on readiness.
     void wait_for(FdOperation& operation, FdOperation::Attempt attempt) {
+        if (operation.direction() == Interest::read && stash_holds(operation.target().fd())) [[unlikely]] {
+            yield_now(); // its attempt takes them when it resumes (FdAwaiter::await_resume)
+            return;
+        }
         fd_watches_.add(trapped_task(), operation.target().fd(), operation.direction(), &operation,
                         attempt);
     }
@@ -141,6 +152,9 @@ public:
     [[nodiscard]] bool lends_natively() const noexcept { return fd_watches_.lends_natively(); }
     /// What completed receives brought that no read took yet (see kernel/received_stash.hpp).
     [[nodiscard]] ReceivedStash& received_stash() noexcept { return fd_watches_.stash(); }
+    /// True while a lent receive is in flight on `fd`: reads must not take bytes from the socket
+    /// itself until it completes (see kernel/fd_watches.hpp).
+    [[nodiscard]] bool receiving(int fd) const noexcept { return fd_watches_.receiving(fd); }
 
     // ---- Waiting on tasks, time, and the ready queue.
 
@@ -268,6 +282,10 @@ private:
             throw std::logic_error("corio: a kernel service was called outside a running task");
         }
         return *current_;
+    }
+
+    bool stash_holds(int fd) noexcept {
+        return !fd_watches_.stash().empty() && fd_watches_.stash().holds(fd);
     }
 
     // Takes a task off whatever it waits on.

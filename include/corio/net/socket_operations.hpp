@@ -102,10 +102,13 @@ public:
             result_ = 0; // 0 at once: the kernel would answer EAGAIN while nothing is pending
             return true;
         }
-        if (Kernel* kernel = socket().kernel(); kernel != nullptr && !kernel->received_stash().empty())
-            [[unlikely]] { // bytes a lent receive brought that nobody took come first
+        if (Kernel* kernel = socket().kernel(); kernel != nullptr && kernel->lends_natively())
+            [[unlikely]] { // bytes a lent receive brought come first, and only they while it runs
             if (kernel->received_stash().copy(socket().fd(), data_, size_, result_, kernel->lent_buffers())) {
                 return true;
+            }
+            if (kernel->receiving(socket().fd())) {
+                return false;
             }
         }
         for (;;) {
@@ -166,9 +169,13 @@ public:
     bool try_now() noexcept {
         Kernel& kernel = *socket().kernel();
         LentBuffers& buffers = kernel.lent_buffers();
-        if (!kernel.received_stash().empty() &&
-            kernel.received_stash().take(socket().fd(), loan_, result_, buffers)) [[unlikely]] {
-            return true;
+        if (kernel.lends_natively()) { // io_uring: what the receives brought, and only that while one runs
+            if (kernel.received_stash().take(socket().fd(), loan_, result_, buffers)) {
+                return true;
+            }
+            if (kernel.receiving(socket().fd())) {
+                return false;
+            }
         }
         std::byte* buffer = nullptr;
         try {
