@@ -6,8 +6,11 @@
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <system_error>
+#include <thread>
 
 #include <corio/scheduler.hpp>
+#include <corio/syscalls.hpp>
 
 #include "support/catch.hpp"
 #include "support/child_process.hpp"
@@ -100,4 +103,31 @@ TEST_CASE("backend: where seccomp refuses io_uring, echo_server says so once and
         const std::string line = "corio: io_uring is not available (corio: io_uring_setup: Operation not permitted); using epoll\n";
         CHECK(errors == line); // one line for the process, though two Schedulers were made
     }
+}
+
+namespace {
+corio::Task<> nap() { co_await corio::Sleep{1ms}; }
+} // namespace
+
+TEST_CASE("backend: a Scheduler on io_uring run again from another thread says why it cannot",
+          "[backend]") {
+    corio::test::FrameLeakCheck leaks;
+    if (!io_uring_allowed_here()) {
+        SUCCEED("io_uring is refused here: " << corio::detail::io_uring_refusal());
+        return;
+    }
+    corio::Scheduler kernel(Backend::io_uring);
+    kernel.run_until_complete(nap());
+    std::string error;
+    std::thread other([&] {
+        try {
+            kernel.run_until_complete(nap());
+        } catch (const std::system_error& failure) {
+            error = failure.what();
+        }
+    });
+    other.join();
+    CHECK(error.find("thread other than the one that first ran this Scheduler") != std::string::npos);
+    // The thread that ran it first still can.
+    CHECK_NOTHROW(kernel.run_until_complete(nap()));
 }

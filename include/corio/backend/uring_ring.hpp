@@ -238,6 +238,11 @@ private:
             if ((error == EAGAIN || error == EBUSY) && completions_ready()) {
                 return; // completions must be reaped before the kernel takes more
             }
+            if (error == EEXIST) { // SINGLE_ISSUER: another thread set the ring up
+                throw_errno(error, "io_uring_enter from a thread other than the one that first ran "
+                                   "this Scheduler (on io_uring a Scheduler stays on that thread; "
+                                   "Backend::epoll lets it move)");
+            }
             throw_errno(error, "io_uring_enter");
         }
     }
