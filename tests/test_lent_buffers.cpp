@@ -66,6 +66,19 @@ void require_all_back(const Scheduler& kernel) {
     corio::test::require_empty(kernel);
 }
 
+// Runs the task that `make_task(ours, peer_fd, log)` gives on a fresh socket pair, closes it, checks
+// every lent buffer came back, and returns what the task logged.
+template <typename MakeTask>
+std::string run_logged_on_pair(MakeTask make_task) {
+    Scheduler kernel;
+    Pair pair = make_pair();
+    std::string log;
+    run(kernel, make_task(pair.ours, pair.peer.get(), log));
+    pair.ours.close();
+    require_all_back(kernel);
+    return log;
+}
+
 Task<> read_all_then_end(AsyncSocket& socket, std::string& first, std::string& rest, bool& ended) {
     {
         const LentBytes bytes = co_await socket.recv_lent();
@@ -131,7 +144,7 @@ TEST_CASE("recv_lent: more reads held at once than the ring has buffers still re
     corio::test::FrameLeakCheck leaks;
     Scheduler kernel;
     Pair pair = make_pair();
-    constexpr std::size_t count = 300; // io_uring's ring lends 128
+    constexpr std::size_t count = 4200; // io_uring's ring lends 4096 at most
     std::string seen;
     run(kernel, hold_many(pair.ours, pair.peer.get(), count, seen));
     REQUIRE(seen.size() == count);
@@ -171,13 +184,7 @@ Task<> time_out_then_read(AsyncSocket& socket, int peer, std::string& log) {
 TEST_CASE("recv_lent: a read that timed out loses nothing, and the next reads keep the order",
           "[lent]") {
     corio::test::FrameLeakCheck leaks;
-    Scheduler kernel;
-    Pair pair = make_pair();
-    std::string log;
-    run(kernel, time_out_then_read(pair.ours, pair.peer.get(), log));
-    CHECK(log == "timeout;ab;cdef;");
-    pair.ours.close();
-    require_all_back(kernel);
+    CHECK(run_logged_on_pair(time_out_then_read) == "timeout;ab;cdef;");
 }
 
 namespace {
@@ -209,7 +216,7 @@ TEST_CASE("recv_lent: readers killed while their reads are in flight leave every
     corio::test::FrameLeakCheck leaks;
     Scheduler kernel;
     std::vector<Pair> pairs;
-    for (int i = 0; i < 300; ++i) { // more than the ring's buffers: a leak would run it dry
+    for (int i = 0; i < 300; ++i) { // more than the ring's first chunk of buffers
         pairs.push_back(make_pair());
     }
     for (int round = 0; round < 2; ++round) {
@@ -267,5 +274,110 @@ TEST_CASE("recv_lent: a peer that resets makes the read throw", "[lent]") {
     int error = 0;
     run(kernel, reset_while_reading(error));
     CHECK(error == ECONNRESET);
+    require_all_back(kernel);
+}
+
+namespace {
+
+// Reads once and notes how many buffers the Scheduler had lent while it held its bytes.
+Task<> read_and_count_lent(AsyncSocket& socket, Scheduler& kernel, std::size_t& most_lent,
+                           std::size_t& bytes_read) {
+    const LentBytes bytes = co_await socket.recv_lent();
+    most_lent = std::max(most_lent, kernel.stats().lent_buffers);
+    bytes_read += bytes.size();
+}
+
+Task<> readers_then_writes(Scheduler& kernel, std::vector<Pair>& pairs, std::size_t& most_lent,
+                           std::size_t& bytes_read) {
+    std::vector<corio::TaskId> readers;
+    for (Pair& pair : pairs) {
+        readers.push_back(co_await corio::NewTask(read_and_count_lent(pair.ours, kernel, most_lent, bytes_read)));
+    }
+    co_await corio::Sleep{10ms}; // every reader finds nothing and waits
+    for (Pair& pair : pairs) {
+        write_all(pair.peer.get(), "ping");
+    }
+    for (const corio::TaskId reader : readers) {
+        (void)co_await corio::WaitTask{reader};
+    }
+}
+
+} // namespace
+
+// On epoll and poll one readiness report makes every reader ready at once; were their reads done
+// then, each would hold a buffer until its task ran (64 buffers here, allocated and freed on every
+// wait). They read as they resume instead, so one buffer goes round. (On io_uring each socket's
+// receive holds a ring buffer until its reader takes it, as a C io_uring loop's would.)
+TEST_CASE("recv_lent: readers made ready together read one at a time into one buffer", "[lent]") {
+    corio::test::FrameLeakCheck leaks;
+    Scheduler kernel;
+    std::vector<Pair> pairs;
+    for (int i = 0; i < 64; ++i) {
+        pairs.push_back(make_pair());
+    }
+    std::size_t most_lent = 0;
+    std::size_t bytes_read = 0;
+    run(kernel, readers_then_writes(kernel, pairs, most_lent, bytes_read));
+    CHECK(bytes_read == 4 * pairs.size());
+    if (kernel.backend() != corio::Backend::io_uring) {
+        CHECK(most_lent == 1);
+    }
+    for (Pair& pair : pairs) {
+        pair.ours.close();
+    }
+    require_all_back(kernel);
+}
+
+namespace {
+
+Task<> read_one_into(AsyncSocket& socket, std::string& log, char who) {
+    const LentBytes bytes = co_await socket.recv_lent();
+    log += std::string(1, who) + ":" + text_of(bytes) + ";";
+}
+
+Task<> two_readers_one_write(AsyncSocket& socket, int peer, std::string& log) {
+    const corio::TaskId first = co_await corio::NewTask(read_one_into(socket, log, 'a'));
+    const corio::TaskId second = co_await corio::NewTask(read_one_into(socket, log, 'b'));
+    co_await corio::Sleep{10ms}; // both wait
+    write_all(peer, "one");
+    (void)co_await corio::WaitTask{first};
+    co_await corio::Sleep{10ms};
+    log += "second waits;";
+    write_all(peer, "two");
+    (void)co_await corio::WaitTask{second};
+}
+
+Task<> read_expecting_error(AsyncSocket& socket, int& error) {
+    try {
+        (void)co_await socket.recv_lent();
+    } catch (const std::system_error& failure) {
+        error = failure.code().value();
+    }
+}
+
+Task<> close_under_lent_reader(AsyncSocket& socket, int& error) {
+    const corio::TaskId reader = co_await corio::NewTask(read_expecting_error(socket, error));
+    co_await corio::Sleep{10ms}; // it waits
+    socket.close();
+    (void)co_await corio::WaitTask{reader};
+}
+
+} // namespace
+
+// Both readers of one socket are woken by the same readiness; the first takes the bytes, and the
+// second, whose read would now block, waits again instead of failing, and reads the next bytes.
+TEST_CASE("recv_lent: a reader whose bytes another reader took waits again", "[lent]") {
+    corio::test::FrameLeakCheck leaks;
+    CHECK(run_logged_on_pair(two_readers_one_write) == "a:one;second waits;b:two;");
+}
+
+TEST_CASE("recv_lent: closing the socket under a waiting reader makes its read fail with EBADF",
+          "[lent]") {
+    corio::test::FrameLeakCheck leaks;
+    Scheduler kernel;
+    Pair pair = make_pair();
+    int error = 0;
+    run(kernel, close_under_lent_reader(pair.ours, error));
+    CHECK(error == EBADF);
     require_all_back(kernel);
 }

@@ -21,6 +21,12 @@
 // the buffer goes back to the ring with `recycle(id)`. A receive taken back (`cancel_receive`) is
 // cancelled, and its completion, if it got a buffer after all, recycles it.
 //
+// The buffers come in chunks of `lent_chunk`, added while the loop runs: a receive that finds the
+// ring empty (ENOBUFS) adds a chunk, up to `lent_capacity` buffers, and is submitted again, so
+// that a server whose readers all hold buffers at once (a thousand connections made readable by
+// one wait) keeps receiving instead of falling back to readiness. Only the pages the kernel writes
+// become resident: a 64-byte message touches one page of its buffer.
+//
 // The ring is created when first used, i.e. on the thread that runs the loop (a ring set up with
 // SINGLE_ISSUER takes submissions from one thread only).
 #pragma once
@@ -50,11 +56,12 @@ public:
     /// Submissions the ring holds; more are submitted early, in batches of this many.
     static constexpr unsigned ring_entries = 1024;
 
-    /// Provided buffers for receives: how many, and how large each is. Their pages become
-    /// resident where the kernel writes, so a server that streams fast holds up to 8 MiB of them;
-    /// when all are out, receives fall back to readiness and heap buffers until some come back.
-    static constexpr unsigned lent_count = 128;
+    /// Provided buffers for receives: how large each is, how many come at a time, and how many
+    /// at most (the size of the buffer ring). When all are out, receives fall back to readiness
+    /// and heap buffers until some come back.
     static constexpr std::size_t lent_size = 64 * 1024;
+    static constexpr unsigned lent_chunk = 128;
+    static constexpr unsigned lent_capacity = 4096;
 
     UringSelector() = default;
     UringSelector(const UringSelector&) = delete;
@@ -96,10 +103,17 @@ public:
                 const int buffer = (flags & IORING_CQE_F_BUFFER) != 0
                                        ? static_cast<int>(flags >> IORING_CQE_BUFFER_SHIFT)
                                        : -1;
+                if (buffer >= 0) {
+                    ++buffers_out_;
+                }
                 if (generation_of(fd, receive_kind) != (user_data >> 40)) {
                     if (buffer >= 0) {
                         recycle(buffer); // a receive taken back that got data after all
                     }
+                    return;
+                }
+                if (res == -ENOBUFS && (buffers_out_ < buffers_provided_ || add_buffers())) {
+                    resubmit_receive(fd);
                     return;
                 }
                 on_received(fd, res, buffer);
@@ -141,27 +155,80 @@ public:
 
     /// Submits a receive on `fd` into a provided buffer (start_lending() must have said yes).
     void receive(int fd) {
-        io_uring_sqe& sqe = ring().next_sqe();
-        sqe.opcode = IORING_OP_RECV;
-        sqe.fd = fd;
-        sqe.flags = IOSQE_BUFFER_SELECT;
-        sqe.buf_group = buffer_group;
-        sqe.len = static_cast<std::uint32_t>(lent_size);
-        sqe.user_data = user_data_of(fd, receive_kind);
+        resubmit_receive(fd);
         ++receiving_;
     }
     /// Takes back the receive in flight on `fd`: its completion will be dropped.
     void cancel_receive(int fd) { take_back(fd, receive_kind, IORING_OP_ASYNC_CANCEL); }
     /// The memory of provided buffer `id`.
     [[nodiscard]] std::byte* buffer(int id) const noexcept {
-        return buffers_ + static_cast<std::size_t>(id) * lent_size;
+        const auto index = static_cast<std::size_t>(id);
+        return chunks_[index / lent_chunk] + (index % lent_chunk) * lent_size;
     }
     /// Gives provided buffer `id` back to the ring.
     void recycle(int id) noexcept {
+        --buffers_out_;
+        provide(id);
+    }
+    /// How many provided buffers there are now (lent_chunk at a time, see add_buffers).
+    [[nodiscard]] std::size_t buffers_provided() const noexcept { return buffers_provided_; }
+
+private:
+    static constexpr unsigned receive_kind = 3; // the kinds: 1 read poll, 2 write poll, 3 receive
+    static constexpr std::uint16_t buffer_group = 0;
+
+    static constexpr std::size_t ring_bytes = lent_capacity * sizeof(io_uring_buf);
+    static constexpr std::size_t chunk_bytes = lent_chunk * lent_size;
+
+    bool set_up_buffers() {
+        void* ring_memory = ::mmap(nullptr, ring_bytes, PROT_READ | PROT_WRITE,
+                                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (ring_memory == MAP_FAILED) {
+            return false;
+        }
+        std::memset(ring_memory, 0, ring_bytes); // resident before the kernel maps it too
+        io_uring_buf_reg registration{};
+        registration.ring_addr = reinterpret_cast<std::uint64_t>(ring_memory);
+        registration.ring_entries = lent_capacity;
+        registration.bgid = buffer_group;
+        if (ring().register_op(IORING_REGISTER_PBUF_RING, &registration, 1) < 0) {
+            ::munmap(ring_memory, ring_bytes);
+            return false;
+        }
+        buffer_ring_ = static_cast<io_uring_buf_ring*>(ring_memory);
+        chunks_.reserve(lent_capacity / lent_chunk);
+        if (!add_buffers()) {
+            (void)ring().register_op(IORING_UNREGISTER_PBUF_RING, &registration, 1);
+            ::munmap(ring_memory, ring_bytes);
+            buffer_ring_ = nullptr;
+            return false;
+        }
+        return true;
+    }
+
+    // Adds a chunk of buffers to the ring; false at lent_capacity, or without memory.
+    bool add_buffers() noexcept {
+        if (buffers_provided_ >= lent_capacity) {
+            return false;
+        }
+        // Pages of the buffers become resident only where the kernel writes.
+        void* memory = ::mmap(nullptr, chunk_bytes, PROT_READ | PROT_WRITE,
+                              MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (memory == MAP_FAILED) {
+            return false;
+        }
+        chunks_.push_back(static_cast<std::byte*>(memory)); // reserved: does not allocate
+        for (unsigned i = 0; i < lent_chunk; ++i) {
+            provide(static_cast<int>(buffers_provided_++));
+        }
+        return true;
+    }
+
+    void provide(int id) noexcept {
         // Not buffer_ring_->bufs: in C++ the header's flexible-array wrapper holds an empty
         // struct of size 1, which moves `bufs` 8 bytes past where the kernel reads it.
         auto* entries = reinterpret_cast<io_uring_buf*>(static_cast<void*>(buffer_ring_));
-        io_uring_buf& slot = entries[buffer_tail_ & (lent_count - 1)];
+        io_uring_buf& slot = entries[buffer_tail_ & (lent_capacity - 1)];
         slot.addr = reinterpret_cast<std::uint64_t>(buffer(id));
         slot.len = static_cast<std::uint32_t>(lent_size);
         slot.bid = static_cast<std::uint16_t>(id);
@@ -169,40 +236,14 @@ public:
         std::atomic_ref<std::uint16_t>(buffer_ring_->tail).store(buffer_tail_, std::memory_order_release);
     }
 
-private:
-    static constexpr unsigned receive_kind = 3; // the kinds: 1 read poll, 2 write poll, 3 receive
-    static constexpr std::uint16_t buffer_group = 0;
-
-    bool set_up_buffers() {
-        const std::size_t ring_bytes = lent_count * sizeof(io_uring_buf);
-        void* ring_memory = ::mmap(nullptr, ring_bytes, PROT_READ | PROT_WRITE,
-                                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (ring_memory == MAP_FAILED) {
-            return false;
-        }
-        // Pages of the buffers become resident only where the kernel writes.
-        void* buffers = ::mmap(nullptr, lent_count * lent_size, PROT_READ | PROT_WRITE,
-                               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (buffers == MAP_FAILED) {
-            ::munmap(ring_memory, ring_bytes);
-            return false;
-        }
-        std::memset(ring_memory, 0, ring_bytes); // resident before the kernel maps it too
-        io_uring_buf_reg registration{};
-        registration.ring_addr = reinterpret_cast<std::uint64_t>(ring_memory);
-        registration.ring_entries = lent_count;
-        registration.bgid = buffer_group;
-        if (ring().register_op(IORING_REGISTER_PBUF_RING, &registration, 1) < 0) {
-            ::munmap(buffers, lent_count * lent_size);
-            ::munmap(ring_memory, ring_bytes);
-            return false;
-        }
-        buffer_ring_ = static_cast<io_uring_buf_ring*>(ring_memory);
-        buffers_ = static_cast<std::byte*>(buffers);
-        for (unsigned id = 0; id < lent_count; ++id) {
-            recycle(static_cast<int>(id));
-        }
-        return true;
+    void resubmit_receive(int fd) {
+        io_uring_sqe& sqe = ring().next_sqe();
+        sqe.opcode = IORING_OP_RECV;
+        sqe.fd = fd;
+        sqe.flags = IOSQE_BUFFER_SELECT;
+        sqe.buf_group = buffer_group;
+        sqe.len = static_cast<std::uint32_t>(lent_size);
+        sqe.user_data = user_data_of(fd, receive_kind);
     }
 
     // Before the buffers go: receives still in flight are cancelled and their completions
@@ -229,8 +270,10 @@ private:
             quiet = false;
         }
         if (quiet) {
-            ::munmap(buffers_, lent_count * lent_size);
-            ::munmap(buffer_ring_, lent_count * sizeof(io_uring_buf));
+            for (std::byte* chunk : chunks_) {
+                ::munmap(chunk, chunk_bytes);
+            }
+            ::munmap(buffer_ring_, ring_bytes);
         }
     }
 
@@ -274,7 +317,9 @@ private:
     std::optional<detail::UringRing> ring_;
     std::vector<std::uint8_t> generations_; // per fd and kind
     io_uring_buf_ring* buffer_ring_ = nullptr;
-    std::byte* buffers_ = nullptr;
+    std::vector<std::byte*> chunks_; // lent_chunk buffers each
+    std::size_t buffers_provided_ = 0;
+    std::size_t buffers_out_ = 0; // filled by a receive and not recycled yet
     std::uint16_t buffer_tail_ = 0;
     std::uint8_t lending_state_ = 0; // 0 not tried, 1 lending, 2 refused
     std::size_t receiving_ = 0;      // receives in flight

@@ -238,7 +238,10 @@ private:
     }
 
     // Readiness for the tasks in `waiting`, in order: a plain wait ends; an operation is attempted
-    // and ends only if the attempt completes it.
+    // and ends only if the attempt completes it. A lent read is attempted later, as its task
+    // resumes (TaskState::attempting, see Kernel::resume): attempted here, every reader made
+    // ready by one wait would hold a buffer until its task runs, where one buffer can go round
+    // all of them, read, echoed and given back by each task in turn (no allocation, one hot buffer).
     template <class BecameReady>
     void complete(TaskList& waiting, BecameReady& became_ready) noexcept {
         ListLinks* links = waiting.front();
@@ -246,7 +249,13 @@ private:
             auto& task = static_cast<TaskRecord&>(*links);
             links = waiting.after(*links);
             const auto& io = task.wait.io;
-            if (io.attempt == nullptr || io.attempt(*io.operation)) {
+            if (io.attempt != nullptr && io.operation->kind() == FdOperation::Kind::recv_lent) {
+                const auto attempt_later = io;
+                remove(task);
+                became_ready(task);
+                task.state = TaskState::attempting;
+                task.wait.io = attempt_later;
+            } else if (io.attempt == nullptr || io.attempt(*io.operation)) {
                 remove(task);
                 became_ready(task);
             }

@@ -326,6 +326,27 @@ private:
     }
 
     void resume(TaskRecord& record);
+    // A task made ready by readiness whose operation waits to be attempted until now (see
+    // FdWatches::complete): true if the attempt completed it, or the task must resume anyway (a
+    // deadline passed, or it cannot wait again); false if it waits on its fd again.
+    bool attempt_before_resuming(TaskRecord& record) noexcept {
+        const auto io = record.wait.io;
+        record.wait = {};
+        if (io.attempt(*io.operation)) {
+            return true;
+        }
+        if (record.expired_scopes > 0) {
+            DeadlineScopes::mark_interruption(record); // its await_resume throws the TimeoutError
+            return true;
+        }
+        try {
+            fd_watches_.add(record, io.operation->target().fd(), io.operation->direction(),
+                            io.operation, io.attempt);
+            return false;
+        } catch (...) { // its await_resume tries once more and reports what it finds
+            return true;
+        }
+    }
     void finish(TaskRecord& record);
     void end_task(TaskRecord& record, TaskExit exit);
     void run_ready_tasks();
@@ -366,6 +387,9 @@ inline void AsyncFd::move_to(detail::Kernel& kernel) noexcept {
 namespace detail {
 
 inline void Kernel::resume(TaskRecord& record) {
+    if (record.state == TaskState::attempting && !attempt_before_resuming(record)) [[unlikely]] {
+        return; // it would block after all: it waits again
+    }
     ++resumed_since_poll_;
     record.state = TaskState::running;
     current_ = &record;

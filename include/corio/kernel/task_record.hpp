@@ -23,6 +23,7 @@ struct TimeoutScope;
 enum class TaskState : std::uint8_t {
     free,         // the slot holds no task
     ready,        // in the ready queue
+    attempting,   // in the ready queue; its fd operation (wait.io) is attempted as it resumes
     yielding,     // in the ready queue after a Yield (or a Sleep with nothing to wait for)
     running,      // being resumed right now
     parked,       // suspended by a system call that will unpark it (or in a WaitQueue)
@@ -38,7 +39,7 @@ union TaskWait {
     TaskExit* exit_out = nullptr; // waiting_task: where the kernel writes the outcome
     void* cookie;                 // parked in a WaitQueue: what its owner handed in
     struct {
-        FdOperation* operation;             // waiting_fd: retried on readiness; null: a plain wait
+        FdOperation* operation;             // waiting_fd, attempting: retried on readiness; null: a plain wait
         bool (*attempt)(FdOperation&) noexcept; // how (FdOperation::Attempt); null: done on readiness
     } io;
     TaskTimer* timer;             // sleeping: the timer the kernel lent it

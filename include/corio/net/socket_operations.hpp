@@ -167,6 +167,10 @@ public:
         return socket().drained;
     }
     bool try_now() noexcept {
+        if (socket().kernel() == nullptr) { // closed (AsyncFd::forget) after its wait ended
+            result_ = -EBADF;
+            return true;
+        }
         Kernel& kernel = *socket().kernel();
         LentBuffers& buffers = kernel.lent_buffers();
         if (kernel.lends_natively()) { // io_uring: what the receives brought, and only that while one runs
