@@ -324,6 +324,31 @@ TEST_CASE("TLS: a peer that stalls mid-handshake times out, one that vanishes is
     CHECK(reply == "ok");
 }
 
+TEST_CASE("TLS: a recv that timed out leaves the stream usable", "[tls]") {
+    Loopback net;
+    bool timed_out = false;
+    std::string later;
+    auto server = [&]() -> Task<> {
+        auto [socket, peer] = co_await net.listener.accept();
+        TlsStream stream = co_await TlsStream::accept(server_context(), std::move(socket));
+        co_await corio::Sleep{200ms}; // longer than the client's first recv waits
+        co_await stream.send_all(std::string_view("late but whole"));
+        co_await stream.shutdown();
+        (void)co_await read_to_end(stream);
+    };
+    auto client = [&]() -> Task<> {
+        TlsStream stream = co_await TlsStream::connect(trusting_client(), "localhost", net.port);
+        std::array<char, 64> buffer{};
+        const std::optional<std::size_t> first = co_await corio::ignore_after(50ms, stream.recv(buffer));
+        timed_out = !first.has_value();
+        later = co_await read_to_end(stream);
+        co_await stream.shutdown();
+    };
+    net.run({net.kernel.add_task(server()), net.kernel.add_task(client())});
+    CHECK(timed_out);
+    CHECK(later == "late but whole");
+}
+
 TEST_CASE("TLS: a client verifies the server's certificate and host name by default", "[tls]") {
     struct Attempt {
         std::string name;
