@@ -137,7 +137,7 @@ corio::Task<> handle_tls_client(corio::AsyncSocket socket, corio::TlsContext con
 // The listener: accept connections forever, each one served by a task of its own.
 // `thread`: "" with one thread, " on thread N" with several (for the log).
 corio::Task<> echo_server(corio::AsyncSocket listener, bool verbose, IdleTimeout idle,
-                          std::string thread, examples::ServerTls tls) {
+                          std::string thread, [[maybe_unused]] examples::ServerTls tls) {
     examples::Acceptor acceptor(std::move(listener), verbose); // copes with running out of fds
     for (;;) {
         auto [client, peer] = co_await acceptor.accept();

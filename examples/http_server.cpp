@@ -422,7 +422,7 @@ corio::Task<> serve_tls_connection(corio::AsyncSocket socket, corio::TlsContext 
 #endif
 
 corio::Task<> http_server(corio::AsyncSocket listener, const Settings& settings,
-                          examples::ServerTls tls) {
+                          [[maybe_unused]] examples::ServerTls tls) { // unused without OpenSSL
     examples::Acceptor acceptor(std::move(listener), settings.verbose);
     for (;;) {
         corio::Accepted accepted = co_await acceptor.accept();
