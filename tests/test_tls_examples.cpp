@@ -1,7 +1,7 @@
 // The TLS examples against real TLS clients: `echo_server --tls` with `openssl s_client`, and
 // `http_server --tls` with `curl --cacert`, both verifying the certificate (made at test time,
-// see support/tls_certificates.hpp) and the host name. A missing tool is reported as such and the
-// case does nothing (CI installs both: .ci/run).
+// see support/tls_certificates.hpp) and the host name. Without the tool, a case says so and ctest
+// reports it as skipped (SKIP_MESSAGE in tests/CMakeLists.txt); CI installs both (.ci/run).
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -28,7 +28,7 @@ bool installed(const std::string& tool) {
 
 TEST_CASE("echo_server --tls echoes to openssl s_client, which verifies it", "[tls][echo_server]") {
     if (!installed("openssl")) {
-        WARN("SKIPPED: no openssl tool installed (apt-get install openssl)");
+        WARN("SKIPPED: no TLS client tool: openssl is not installed (apt-get install openssl)");
         return;
     }
     const TestCertificates certificates;
@@ -67,7 +67,7 @@ TEST_CASE("echo_server --tls rejects a missing or bad file with status 2", "[tls
 
 TEST_CASE("http_server --tls serves HTTPS to curl --cacert", "[tls][http_server]") {
     if (!installed("curl")) {
-        WARN("SKIPPED: no curl installed (apt-get install curl)");
+        WARN("SKIPPED: no TLS client tool: curl is not installed (apt-get install curl)");
         return;
     }
     const TestCertificates certificates;
