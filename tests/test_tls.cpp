@@ -349,6 +349,38 @@ TEST_CASE("TLS: a recv that timed out leaves the stream usable", "[tls]") {
     CHECK(later == "late but whole");
 }
 
+TEST_CASE("TLS: a second recv while one runs is a logic error; the first goes on", "[tls]") {
+    Loopback net;
+    bool second_refused = false;
+    std::string first;
+    auto server = [&]() -> Task<> {
+        auto [socket, peer] = co_await net.listener.accept();
+        TlsStream stream = co_await TlsStream::accept(server_context(), std::move(socket));
+        co_await corio::Sleep{100ms};
+        co_await stream.send_all(std::string_view("for the first"));
+        co_await stream.shutdown();
+        (void)co_await read_to_end(stream);
+    };
+    auto second_reader = [&](TlsStream& stream) -> Task<> {
+        std::array<char, 16> buffer{};
+        try {
+            (void)co_await stream.recv(buffer);
+        } catch (const std::logic_error&) {
+            second_refused = true;
+        }
+    };
+    auto client = [&]() -> Task<> {
+        TlsStream stream = co_await TlsStream::connect(trusting_client(), "localhost", net.port);
+        const TaskId second = co_await corio::NewTask{second_reader(stream)}; // runs while we wait below
+        first = co_await read_to_end(stream);
+        (void)co_await corio::WaitTask{second};
+        co_await stream.shutdown();
+    };
+    net.run({net.kernel.add_task(server()), net.kernel.add_task(client())});
+    CHECK(second_refused);
+    CHECK(first == "for the first");
+}
+
 TEST_CASE("TLS: a client verifies the server's certificate and host name by default", "[tls]") {
     struct Attempt {
         std::string name;
