@@ -349,7 +349,7 @@ TEST_CASE("TLS: a recv that timed out leaves the stream usable", "[tls]") {
     CHECK(later == "late but whole");
 }
 
-TEST_CASE("TLS: a second recv while one runs is a logic error; the first goes on", "[tls]") {
+TEST_CASE("TLS: a second recv while one runs is a logic error, and the first goes on", "[tls]") {
     Loopback net;
     bool second_refused = false;
     std::string first;
