@@ -2,7 +2,12 @@
  *
  *   echo_load --port P [--host H] [--conns N] [--size S] [--pipeline K]
  *             [--duration SEC] [--warmup SEC] [--server-pid PID] [--json]
- *             [--window-fifo CTL[,ACK]]
+ *             [--window-fifo CTL[,ACK]] [--tls]
+ *
+ * --tls (when built with OpenSSL: ECHO_LOAD_TLS) speaks TLS on every connection: OpenSSL on the
+ * fd (SSL_set_fd), the handshake done while connecting (before the warm-up), the server's
+ * certificate NOT verified (this measures; it trusts the server it was pointed at). Messages are
+ * SSL_write'n and SSL_read as they are sent and received in plain mode.
  *
  * Opens N connections (all of them before the warm-up starts), keeps K messages of S bytes in
  * flight on each, and checks every byte that comes back. It reports messages per second, MB/s of
@@ -54,6 +59,11 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef ECHO_LOAD_TLS
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+static SSL_CTX *tls_context; /* non-NULL with --tls */
+#endif
 
 #define PATTERN_PERIOD 65521u /* a prime: a slipped or repeated chunk never lines up again */
 #define RECV_BUFFER (256u * 1024u)
@@ -73,6 +83,9 @@ struct conn {
     uint64_t done_msgs;    /* messages echoed completely */
     uint64_t done_at_warm; /* done_msgs when the measured window began */
     uint64_t *stamps;      /* ring of `pipeline` send times (ns) */
+#ifdef ECHO_LOAD_TLS
+    SSL *ssl;              /* with --tls */
+#endif
 };
 
 static struct {
@@ -281,6 +294,21 @@ static void parse_args(int argc, char **argv) {
             opt.json = 1;
             continue;
         }
+        if (strcmp(a, "--tls") == 0) {
+#ifdef ECHO_LOAD_TLS
+            tls_context = SSL_CTX_new(TLS_client_method());
+            if (tls_context == NULL) {
+                die("SSL_CTX_new failed");
+            }
+            SSL_CTX_set_verify(tls_context, SSL_VERIFY_NONE, NULL); /* measuring, not trusting */
+            SSL_CTX_set_mode(tls_context, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                                              SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+            continue;
+#else
+            fprintf(stderr, "echo_load: --tls: built without OpenSSL\n");
+            exit(2);
+#endif
+        }
         if (i + 1 >= argc) {
             fprintf(stderr, "echo_load: '%s' needs a value or is unknown\n", a);
             usage(stderr);
@@ -417,6 +445,68 @@ static int connect_one(const struct sockaddr *addr, socklen_t addr_len, long ind
     return fd;
 }
 
+#ifdef ECHO_LOAD_TLS
+/* The TLS handshake on a connected non-blocking socket, waiting with poll (bounded). */
+static SSL *tls_handshake(int fd, long index) {
+    SSL *ssl = SSL_new(tls_context);
+    if (ssl == NULL || SSL_set_fd(ssl, fd) != 1) {
+        die("SSL_new (connection %ld)", index);
+    }
+    SSL_set_connect_state(ssl);
+    for (;;) {
+        int r = SSL_do_handshake(ssl);
+        if (r == 1) {
+            return ssl;
+        }
+        int error = SSL_get_error(ssl, r);
+        struct pollfd p = {fd, error == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN, 0};
+        if (error != SSL_ERROR_WANT_READ && error != SSL_ERROR_WANT_WRITE) {
+            ERR_print_errors_fp(stderr);
+            die("TLS handshake failed (connection %ld)", index);
+        }
+        if (poll(&p, 1, (int)(opt.connect_timeout * 1000)) == 0) {
+            die("TLS handshake (connection %ld): timed out", index);
+        }
+    }
+}
+
+/* send()/recv() through OpenSSL: the same results, errno EAGAIN for "wait". */
+static ssize_t tls_io(SSL *ssl, int r) {
+    if (r > 0) {
+        return r;
+    }
+    int error = SSL_get_error(ssl, r);
+    if (error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE) {
+        errno = EAGAIN;
+        return -1;
+    }
+    if (error == SSL_ERROR_ZERO_RETURN) {
+        return 0;
+    }
+    ERR_print_errors_fp(stderr);
+    errno = EPROTO;
+    return -1;
+}
+#endif
+
+static ssize_t send_bytes(struct conn *c, const void *data, size_t size) {
+#ifdef ECHO_LOAD_TLS
+    if (c->ssl != NULL) {
+        return tls_io(c->ssl, SSL_write(c->ssl, data, size > INT32_MAX ? INT32_MAX : (int)size));
+    }
+#endif
+    return send(c->fd, data, size, MSG_NOSIGNAL);
+}
+
+static ssize_t recv_bytes(struct conn *c, void *data, size_t size) {
+#ifdef ECHO_LOAD_TLS
+    if (c->ssl != NULL) {
+        return tls_io(c->ssl, SSL_read(c->ssl, data, (int)size));
+    }
+#endif
+    return recv(c->fd, data, size, 0);
+}
+
 /* Puts messages in flight up to the window and sends what is not sent yet. */
 static void pump(struct conn *c, int epfd, uint64_t now) {
     const uint64_t window = (uint64_t)opt.pipeline;
@@ -431,7 +521,7 @@ static void pump(struct conn *c, int epfd, uint64_t now) {
     while (c->sent < target) {
         size_t len = (size_t)(target - c->sent);
         const unsigned char *from = pattern + (c->start + c->sent) % PATTERN_PERIOD;
-        ssize_t n = send(c->fd, from, len, MSG_NOSIGNAL);
+        ssize_t n = send_bytes(c, from, len);
         if (n > 0) {
             c->sent += (uint64_t)n;
             continue;
@@ -454,7 +544,7 @@ static void pump(struct conn *c, int epfd, uint64_t now) {
 /* Reads what is there, verifies it, and records the messages it completes. */
 static void on_readable(struct conn *c, int epfd, uint64_t *done_total) {
     for (int round = 0; round < 4; ++round) {
-        ssize_t n = recv(c->fd, recv_buffer, RECV_BUFFER, 0);
+        ssize_t n = recv_bytes(c, recv_buffer, RECV_BUFFER);
         if (n < 0) {
             if (errno == EINTR) {
                 continue;
@@ -570,6 +660,11 @@ int main(int argc, char **argv) {
         struct conn *c = &conns[i];
         c->index = i;
         c->fd = connect_one((struct sockaddr *)&addr, addr_len, i);
+#ifdef ECHO_LOAD_TLS
+        if (tls_context != NULL) {
+            c->ssl = tls_handshake(c->fd, i);
+        }
+#endif
         c->start = (uint32_t)(((uint64_t)i * 7919u) % PATTERN_PERIOD);
         c->stamps = stamps + (size_t)i * (size_t)opt.pipeline;
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};

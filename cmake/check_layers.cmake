@@ -12,7 +12,8 @@
 #   3 kernel/      the loop and its parts
 #   4 core         scheduler.hpp syscalls.hpp timeout.hpp run_in_thread.hpp
 #   5 sync/ group/ net/   each may include its own folder and the layers below, not each other
-#   6 top          corio.hpp run_on_threads.hpp signal_wait.hpp
+#   6 tls/         TLS over net/ (OpenSSL: optional, so corio.hpp never includes it)
+#   7 top          corio.hpp run_on_threads.hpp signal_wait.hpp tls.hpp
 # Exits with an error naming every include that goes the wrong way.
 cmake_minimum_required(VERSION 3.20)
 
@@ -23,7 +24,7 @@ endif()
 set(vocabulary task.hpp task_id.hpp task_exit.hpp syscall_concept.hpp timeout_error.hpp
     virtual_clock.hpp thread_pool.hpp)
 set(core scheduler.hpp syscalls.hpp timeout.hpp run_in_thread.hpp)
-set(top corio.hpp run_on_threads.hpp signal_wait.hpp)
+set(top corio.hpp run_on_threads.hpp signal_wait.hpp tls.hpp)
 
 # Sets <out_rank> and <out_group> for a path relative to include/corio/ (group: the folder of
 # layer 5, whose siblings may not include each other; empty elsewhere).
@@ -38,6 +39,8 @@ function(layer_of path out_rank out_group)
     elseif(path MATCHES "^(sync|group|net)/")
         set(rank 5)
         string(REGEX REPLACE "/.*" "" group "${path}")
+    elseif(path MATCHES "^tls/")
+        set(rank 6)
     elseif(path MATCHES "/")
         set(rank -1) # a folder nobody placed: reported
     elseif(path IN_LIST vocabulary)
@@ -45,7 +48,7 @@ function(layer_of path out_rank out_group)
     elseif(path IN_LIST core)
         set(rank 4)
     elseif(path IN_LIST top)
-        set(rank 6)
+        set(rank 7)
     else()
         set(rank -1)
     endif()
@@ -69,6 +72,8 @@ foreach(header IN LISTS headers)
             string(APPEND problems "  ${header} (layer ${rank}) includes ${included} (layer ${included_rank})\n")
         elseif(rank EQUAL 5 AND included_rank EQUAL 5 AND NOT group STREQUAL included_group)
             string(APPEND problems "  ${header} includes ${included}: sync/, group/ and net/ stand side by side\n")
+        elseif(header STREQUAL "corio.hpp" AND (included MATCHES "^tls" OR included STREQUAL "tls.hpp"))
+            string(APPEND problems "  corio.hpp includes ${included}: TLS is optional (OpenSSL), corio.hpp must build without it\n")
         endif()
     endforeach()
 endforeach()

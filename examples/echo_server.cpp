@@ -1,7 +1,7 @@
 // echo_server - sends every byte it receives back to whoever sent it, to any number of clients.
 //
 //     echo_server [--host H] [--port P] [--backlog N] [--threads N] [--idle-timeout SECONDS]
-//                 [--verbose]
+//                 [--tls CERT KEY] [--verbose]
 //
 // Once it accepts connections it prints `listening on HOST:PORT` (with --port 0 the kernel picks
 // the port, and that line says which). It runs until SIGINT or SIGTERM and then exits with status
@@ -24,6 +24,10 @@
 //     address (SO_REUSEPORT): the kernel spreads the connections, the threads share nothing.
 //   * --idle-timeout SECONDS (e.g. 0.2 or 30; off by default): a client that sends nothing for
 //     that long is disconnected, so silent connections cannot pile up.
+//   * --tls CERT KEY (PEM files; needs a build with OpenSSL): the same echo inside TLS
+//     (corio::TlsStream). A client has the idle timeout, or 10 s, to finish its handshake; the
+//     echo ends with a close_notify each way, and a client that leaves without one is logged as
+//     the truncation it is. Try `openssl s_client -connect 127.0.0.1:5001`.
 #include <chrono>
 #include <cstddef>
 #include <exception>
@@ -35,11 +39,14 @@
 #include <string_view>
 #include <utility>
 
+#include <array>
+
 #include <corio/corio.hpp>
 
 #include "common/acceptor.hpp"
 #include "common/options.hpp"
 #include "common/server.hpp"
+#include "common/tls_option.hpp"
 
 namespace {
 
@@ -92,13 +99,55 @@ corio::Task<> handle_client(corio::AsyncSocket client, ConnectionLog log, IdleTi
     }
 } // the socket closes here
 
+#if CORIO_EXAMPLES_TLS
+constexpr auto default_handshake_limit = std::chrono::seconds(10);
+
+// One TLS connection: the handshake, then the same echo through the TlsStream. The plaintext
+// buffer lives in the frame (TLS needs one to decrypt into; OpenSSL holds its own buffers anyway).
+corio::Task<> handle_tls_client(corio::AsyncSocket socket, corio::TlsContext context,
+                                ConnectionLog log, IdleTimeout idle) {
+    try {
+        corio::TlsStream client = co_await corio::timeout_after(
+            idle.value_or(default_handshake_limit),
+            corio::TlsStream::accept(std::move(context), std::move(socket)));
+        log("connected (" + std::string(client.protocol_version()) + ")");
+        std::array<std::byte, corio::TlsStream::max_record_plaintext> buffer; // not zeroed
+        for (;;) {
+            std::size_t received = 0;
+            if (idle) {
+                received = co_await corio::timeout_after(*idle, client.recv(buffer));
+            } else {
+                received = co_await client.recv(buffer);
+            }
+            if (received == 0) {
+                break; // the client's close_notify
+            }
+            co_await client.send_all(std::span(buffer).first(received));
+        }
+        co_await client.shutdown();
+        log("closed");
+    } catch (const corio::TimeoutError&) {
+        log("idle for too long: disconnected");
+    } catch (const std::exception& error) { // a failed handshake, a truncation, a reset...
+        log(error.what());
+    }
+}
+#endif
+
 // The listener: accept connections forever, each one served by a task of its own.
 // `thread`: "" with one thread, " on thread N" with several (for the log).
 corio::Task<> echo_server(corio::AsyncSocket listener, bool verbose, IdleTimeout idle,
-                          std::string thread) {
+                          std::string thread, [[maybe_unused]] examples::ServerTls tls) {
     examples::Acceptor acceptor(std::move(listener), verbose); // copes with running out of fds
     for (;;) {
         auto [client, peer] = co_await acceptor.accept();
+#if CORIO_EXAMPLES_TLS
+        if (tls) {
+            co_await corio::NewTask{handle_tls_client(std::move(client), *tls,
+                                                      ConnectionLog(peer, verbose, thread), idle)};
+            continue;
+        }
+#endif
         co_await corio::NewTask{
             handle_client(std::move(client), ConnectionLog(peer, verbose, thread), idle)};
     }
@@ -110,6 +159,7 @@ int main(int argc, char* argv[]) {
     examples::ServerOptions server;
     bool verbose = false;
     std::optional<std::chrono::nanoseconds> idle_timeout;
+    examples::ServerTls tls;
     if (const auto status = examples::parse_command_line(
             argc, argv, "echo_server", "Sends every byte it receives back to its sender.",
             {examples::host_option(server.host), examples::port_option(server.port),
@@ -117,6 +167,7 @@ int main(int argc, char* argv[]) {
              examples::seconds_option("--idle-timeout",
                                       "disconnect a client silent for that long (e.g. 0.2)",
                                       idle_timeout),
+             examples::tls_option(tls, "echo inside TLS with this certificate chain and key (PEM)"),
              examples::flag_option("--verbose", "log each connection to stderr", verbose)})) {
         return *status; // --help, or a bad command line
     }
@@ -126,8 +177,9 @@ int main(int argc, char* argv[]) {
     }
     const bool several = server.threads > 1;
     return examples::run_server(
-        "echo_server", server, [verbose, idle, several](corio::AsyncSocket listener, unsigned index) {
+        "echo_server", server,
+        [verbose, idle, several, &tls](corio::AsyncSocket listener, unsigned index) {
             return echo_server(std::move(listener), verbose, idle,
-                               several ? " on thread " + std::to_string(index) : "");
+                               several ? " on thread " + std::to_string(index) : "", tls);
         });
 }

@@ -1,7 +1,7 @@
 // http_server - serves files over HTTP/1.1 to browsers, any number of connections at once.
 //
 //     http_server [--host H] [--port P] [--backlog N] [--root DIR | --file PATH]
-//                 [--idle-timeout SECONDS] [--verbose]
+//                 [--idle-timeout SECONDS] [--tls CERT KEY] [--verbose]
 //
 // By default it serves the small site in `www/` beside the executable (the build copies
 // examples/www there) on 127.0.0.1:8000: open http://127.0.0.1:8000/ in a browser, in as many tabs
@@ -37,6 +37,10 @@
 //     a handful, where a loop of pread() and send() took 130), so a large file costs no more memory
 //     than a small one. Requests are parsed in place; per request, the only allocations are the
 //     frames of the coroutines it awaits.
+//   * --tls CERT KEY (PEM files; a build with OpenSSL): HTTPS, the same server inside a
+//     corio::TlsStream: the handshake gets the idle timeout, files go through the outbox (no
+//     sendfile under TLS), and a connection ends with a close_notify before the FIN. Try
+//     `curl --cacert CERT https://localhost:8000/`.
 //   * files are read on the loop's thread (pread(), sendfile()): fine for a local disk; a server of
 //     large files on slow disks would hand that to a thread pool.
 #include <algorithm>
@@ -60,6 +64,7 @@
 #include <string_view>
 #include <sys/socket.h>
 #include <system_error>
+#include <type_traits>
 #include <unistd.h>
 #include <utility>
 #ifdef __linux__
@@ -71,6 +76,7 @@
 #include "common/acceptor.hpp"
 #include "common/options.hpp"
 #include "common/server.hpp"
+#include "common/tls_option.hpp"
 #include "http/request.hpp"
 #include "http/response_head.hpp"
 #include "http/site.hpp"
@@ -148,9 +154,20 @@ Answer decide(const http::ParsedRequest& parsed, const http::Site& site) {
     return answer;
 }
 
+// The TCP socket under a connection, plain or TLS.
+corio::AsyncSocket& raw_socket(corio::AsyncSocket& client) {
+    return client;
+}
+#if CORIO_EXAMPLES_TLS
+corio::AsyncSocket& raw_socket(corio::TlsStream& client) {
+    return client.socket();
+}
+#endif
+
 // Reads and drops `length` body bytes, first those already in the inbox. False if the client
 // closed first.
-corio::Task<bool> skip_body(corio::AsyncSocket& client, Inbox& inbox, Outbox& scratch,
+template <class Stream>
+corio::Task<bool> skip_body(Stream& client, Inbox& inbox, Outbox& scratch,
                             std::uint64_t length, Clock::time_point deadline) {
     const std::size_t buffered =
         static_cast<std::size_t>(std::min<std::uint64_t>(length, inbox.view().size()));
@@ -206,7 +223,8 @@ corio::Task<> send_file(corio::AsyncSocket& client, int file, std::uint64_t offs
 // Sends the answer: head, then the file (GET) or a one-line text (errors), in pieces of the
 // outbox; on Linux, what of a file does not fit in the first piece goes by sendfile. The head and
 // the start of the body leave in one send.
-corio::Task<> send_answer(corio::AsyncSocket& client, Outbox& outbox, const Answer& answer,
+template <class Stream>
+corio::Task<> send_answer(Stream& client, Outbox& outbox, const Answer& answer,
                           Clock::duration idle) {
     std::array<char, 48> error_text{}; // "404 Not Found\n"
     std::size_t error_size = 0;
@@ -263,9 +281,12 @@ corio::Task<> send_answer(corio::AsyncSocket& client, Outbox& outbox, const Answ
         co_await corio::timeout_after(idle, client.send_all(std::span(outbox).first(used)));
         used = 0;
 #ifdef __linux__
-        if (answer.status == Status::ok && offset < body_size) {
-            co_await send_file(client, answer.file.file.get(), offset, body_size, idle);
-            co_return;
+        // sendfile needs the plain socket: over TLS the file goes through the outbox (and OpenSSL).
+        if constexpr (std::is_same_v<Stream, corio::AsyncSocket>) {
+            if (answer.status == Status::ok && offset < body_size) {
+                co_await send_file(client, answer.file.file.get(), offset, body_size, idle);
+                co_return;
+            }
         }
 #endif
     }
@@ -275,9 +296,15 @@ corio::Task<> send_answer(corio::AsyncSocket& client, Outbox& outbox, const Answ
 // in our receive buffer sends a reset, which can destroy the answer before the client reads it.
 // So: send FIN, read and drop what the client still sends (a bounded amount, for a bounded time),
 // then close.
-corio::Task<> close_gracefully(corio::AsyncSocket& client, Outbox& scratch) {
+// Over TLS the end is our close_notify first (then the FIN), so that the client knows the answer
+// is whole.
+template <class Stream>
+corio::Task<> close_gracefully(Stream& client, Outbox& scratch) {
     try {
-        client.shutdown_write();
+        if constexpr (!std::is_same_v<Stream, corio::AsyncSocket>) {
+            co_await corio::timeout_after(std::chrono::seconds(2), client.shutdown());
+        }
+        raw_socket(client).shutdown_write();
         std::size_t dropped = 0;
         const auto until = Clock::now() + std::chrono::seconds(2);
         while (dropped < 1024 * 1024) {
@@ -302,11 +329,12 @@ void log_request(const Settings& settings, std::string_view head, Status status)
 }
 
 // One connection: requests and answers, in order, until one side closes or the client is idle.
-corio::Task<> serve_connection(corio::AsyncSocket client, const Settings& settings) {
+template <class Stream>
+corio::Task<> serve_connection(Stream client, const Settings& settings) {
     Inbox inbox;
     Outbox outbox; // not zeroed: only written bytes are sent
     const int on = 1;
-    ::setsockopt(client.fd(), IPPROTO_TCP, TCP_NODELAY, &on, sizeof on); // answers leave at once
+    ::setsockopt(raw_socket(client).fd(), IPPROTO_TCP, TCP_NODELAY, &on, sizeof on); // answers leave at once
     try {
         for (;;) {
             // 1. A whole request head, within the idle timeout.
@@ -377,10 +405,33 @@ corio::Task<> serve_connection(corio::AsyncSocket client, const Settings& settin
     }
 } // the socket closes here
 
-corio::Task<> http_server(corio::AsyncSocket listener, const Settings& settings) {
+#if CORIO_EXAMPLES_TLS
+// HTTPS: the handshake (within the idle timeout), then the same HTTP/1.1 inside the TlsStream.
+corio::Task<> serve_tls_connection(corio::AsyncSocket socket, corio::TlsContext context,
+                                   const Settings& settings) {
+    try {
+        corio::TlsStream client = co_await corio::timeout_after(
+            settings.idle, corio::TlsStream::accept(std::move(context), std::move(socket)));
+        co_await serve_connection(std::move(client), settings);
+    } catch (const std::exception& error) { // a failed handshake: this client only
+        if (settings.verbose) {
+            std::cerr << std::string("TLS handshake failed: ") + error.what() + '\n';
+        }
+    }
+}
+#endif
+
+corio::Task<> http_server(corio::AsyncSocket listener, const Settings& settings,
+                          [[maybe_unused]] examples::ServerTls tls) { // unused without OpenSSL
     examples::Acceptor acceptor(std::move(listener), settings.verbose);
     for (;;) {
         corio::Accepted accepted = co_await acceptor.accept();
+#if CORIO_EXAMPLES_TLS
+        if (tls) {
+            co_await corio::NewTask{serve_tls_connection(std::move(accepted.socket), *tls, settings)};
+            continue;
+        }
+#endif
         co_await corio::NewTask{serve_connection(std::move(accepted.socket), settings)};
     }
 }
@@ -414,6 +465,7 @@ int main(int argc, char* argv[]) {
     std::string file;
     std::optional<std::chrono::nanoseconds> idle_timeout;
     bool verbose = false;
+    examples::ServerTls tls;
     // For the tests of the fallback (see http/site.hpp): no openat2, even where the kernel has it.
     const char* no_openat2 = std::getenv("CORIO_HTTP_SERVER_NO_OPENAT2");
     const http::Confinement wanted = no_openat2 != nullptr && std::string_view(no_openat2) == "1"
@@ -428,6 +480,7 @@ int main(int argc, char* argv[]) {
              text_option("--file", "PATH", "serve only this file, at / and /NAME", file),
              examples::seconds_option(
                  "--idle-timeout", "time a client has for each request (default 10)", idle_timeout),
+             examples::tls_option(tls, "serve HTTPS with this certificate chain and key (PEM)"),
              examples::flag_option("--verbose", "log each request to stderr", verbose)})) {
         return *status; // --help, or a bad command line
     }
@@ -456,8 +509,8 @@ int main(int argc, char* argv[]) {
                                     idle_timeout.value_or(std::chrono::seconds(10))),
                                 verbose};
         return examples::run_server("http_server", server,
-                                    [&settings](corio::AsyncSocket listener) {
-                                        return http_server(std::move(listener), settings);
+                                    [&settings, &tls](corio::AsyncSocket listener) {
+                                        return http_server(std::move(listener), settings, tls);
                                     });
     } catch (const std::system_error& error) { // the site cannot be opened
         std::cerr << "http_server: " << error.what() << '\n';

@@ -10,7 +10,8 @@
 //         return *status; // --help was shown, or the command line was bad
 //     }
 //
-// Options are written `--name VALUE` or `--name=VALUE`; flags are just `--name`. `--help` (or
+// Options are written `--name VALUE` or `--name=VALUE`; flags are just `--name`; an option of two
+// values (`--tls CERT KEY`) takes the next two arguments. `--help` (or
 // `-h`) prints the usage to stdout and exits with status 0. Anything wrong (an unknown option, a
 // missing or malformed value, a stray argument) prints one clear line to stderr and exits with
 // status 2, the convention of command-line tools for "you called me wrongly".
@@ -47,6 +48,8 @@ struct Option {
     std::string_view value_name;                       // "P" in the usage; empty for a flag
     std::string help;                                  // one line for --help
     std::function<void(std::string_view value)> apply; // stores the value; throws UsageError
+    // For an option of two values instead of `apply` (value_name names both: "CERT KEY").
+    std::function<void(std::string_view first, std::string_view second)> apply_pair = {};
 };
 
 /// Parses a whole decimal number in [min, max]: no sign, no spaces, nothing after the digits.
@@ -207,6 +210,15 @@ inline void apply_arguments(int argc, char* argv[], const std::vector<Option>& o
             argument = argument.substr(0, equals);
         }
         const Option& option = find_option(options, argument);
+        if (option.apply_pair) {
+            if (value || i + 2 >= argc) {
+                throw UsageError("option '" + std::string(option.name) + "' needs two values (" +
+                                 std::string(option.name) + " " + std::string(option.value_name) + ")");
+            }
+            option.apply_pair(argv[i + 1], argv[i + 2]);
+            i += 2;
+            continue;
+        }
         if (option.value_name.empty()) {
             if (value) {
                 throw UsageError("option '" + std::string(option.name) + "' takes no value");
