@@ -110,6 +110,7 @@ public:
     bool start_lending() { return backend_ == Backend::io_uring && uring_->start_lending(); }
     void receive(int fd) { uring_->receive(fd); }
     void cancel_receive(int fd) { uring_->cancel_receive(fd); }
+    void pause_receive(int fd) { uring_->pause_receive(fd); }
     [[nodiscard]] std::byte* lent_buffer(int id) const noexcept { return uring_->buffer(id); }
     // LentBuffers::Recycle: `self` is this Selector.
     static void recycle(void* self, std::int32_t id) noexcept {
@@ -128,7 +129,7 @@ public:
 
     template <class OnReady>
     std::size_t wait(int timeout_ms, OnReady&& on_ready) {
-        return wait(timeout_ms, on_ready, [](int, std::int32_t, int) {});
+        return wait(timeout_ms, on_ready, [](int, std::int32_t, int, bool) {});
     }
     /// wait(), and on io_uring the completed receives too (see UringSelector).
     template <class OnReady, class OnReceived>
@@ -185,6 +186,7 @@ public:
     bool start_lending() noexcept { return false; }
     void receive(int /*fd*/) noexcept {}
     void cancel_receive(int /*fd*/) noexcept {}
+    void pause_receive(int /*fd*/) noexcept {}
     [[nodiscard]] std::byte* lent_buffer(int /*id*/) const noexcept { return nullptr; }
     static void recycle(void* /*self*/, std::int32_t /*id*/) noexcept {}
     template <class OnReady, class OnReceived>

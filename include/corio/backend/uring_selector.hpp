@@ -17,9 +17,14 @@
 // from a ring of provided buffers this selector owns (IORING_REGISTER_PBUF_RING, Linux 5.19), so
 // the kernel only ever writes into memory that lives as long as the selector, whatever happens to
 // the task that asked: a task killed or timed out while its receive is in flight leaves nothing
-// the kernel could write into. Its completion is handed to `on_received(fd, res, buffer id)`;
-// the buffer goes back to the ring with `recycle(id)`. A receive taken back (`cancel_receive`) is
-// cancelled, and its completion, if it got a buffer after all, recycles it.
+// the kernel could write into. The receive is multishot (IORING_RECV_MULTISHOT, Linux 6.0; a
+// plain one where the kernel refuses that): armed once, it completes for every piece that
+// arrives until the end of the stream, an error, or a cancel, so a connection read in a loop
+// costs no submission and no poll arming per read. Each completion is handed to
+// `on_received(fd, res, buffer id, more)`, `more` saying the receive is still armed; the buffer
+// goes back to the ring with `recycle(id)`. A receive taken back (`cancel_receive`) is
+// cancelled, and its completions, if they got buffers after all, recycle them; one paused
+// (`pause_receive`) is cancelled too, but what it brought until then is still handed on.
 //
 // The buffers come in chunks of `lent_chunk`, added while the loop runs: a receive that finds the
 // ring empty (ENOBUFS) adds a chunk, up to `lent_capacity` buffers, and is submitted again, so
@@ -86,10 +91,11 @@ public:
 
     template <class OnReady>
     std::size_t wait(int timeout_ms, OnReady&& on_ready) {
-        return wait(timeout_ms, on_ready, [](int, std::int32_t, int) {});
+        return wait(timeout_ms, on_ready, [](int, std::int32_t, int, bool) {});
     }
 
-    // wait() that also hands the completions of receives to on_received(fd, res, buffer id or -1).
+    // wait() that also hands the completions of receives to on_received(fd, res, buffer id or -1,
+    // more: the receive stays armed).
     template <class OnReady, class OnReceived>
     std::size_t wait(int timeout_ms, OnReady&& on_ready, OnReceived&& on_received) {
         detail::UringRing& uring = ring();
@@ -99,7 +105,8 @@ public:
             const auto kind = static_cast<unsigned>((user_data >> 32) & 3U);
             const auto fd = static_cast<int>(user_data & 0xffffffffU);
             if (kind == receive_kind) {
-                --receiving_;
+                const bool more = (flags & IORING_CQE_F_MORE) != 0;
+                receiving_ -= more ? 0 : 1;
                 const int buffer = (flags & IORING_CQE_F_BUFFER) != 0
                                        ? static_cast<int>(flags >> IORING_CQE_BUFFER_SHIFT)
                                        : -1;
@@ -112,11 +119,13 @@ public:
                     }
                     return;
                 }
-                if (res == -ENOBUFS && (buffers_out_ < buffers_provided_ || add_buffers())) {
-                    resubmit_receive(fd);
+                if (!more && ((res == -EINVAL && multishot_) ||
+                              (res == -ENOBUFS && (buffers_out_ < buffers_provided_ || add_buffers())))) {
+                    multishot_ = multishot_ && res != -EINVAL; // a kernel without multishot receives
+                    receive(fd);
                     return;
                 }
-                on_received(fd, res, buffer);
+                on_received(fd, res, buffer, more);
                 ++reported;
                 return;
             }
@@ -158,8 +167,21 @@ public:
         resubmit_receive(fd);
         ++receiving_;
     }
-    /// Takes back the receive in flight on `fd`: its completion will be dropped.
+    /// Takes back the receive in flight on `fd`: its completions will be dropped.
     void cancel_receive(int fd) { take_back(fd, receive_kind, IORING_OP_ASYNC_CANCEL); }
+    /// Stops the receive armed on `fd` without dropping anything: what it brought before the
+    /// cancel lands is still handed on, and its last completion (more: false) says it stopped.
+    void pause_receive(int fd) {
+        io_uring_sqe& sqe = ring().next_sqe();
+        sqe.opcode = IORING_OP_ASYNC_CANCEL;
+        sqe.fd = -1;
+        sqe.addr = user_data_of(fd, receive_kind);
+        sqe.user_data = 0; // kind 0: the cancel's own completion is ignored
+    }
+    /// False once the kernel refused a multishot receive (before Linux 6.0): receives are then
+    /// submitted once per read. A test can turn them off.
+    [[nodiscard]] bool multishot() const noexcept { return multishot_; }
+    void set_multishot(bool on) noexcept { multishot_ = on; }
     /// The memory of provided buffer `id`.
     [[nodiscard]] std::byte* buffer(int id) const noexcept {
         const auto index = static_cast<std::size_t>(id);
@@ -240,6 +262,7 @@ private:
         io_uring_sqe& sqe = ring().next_sqe();
         sqe.opcode = IORING_OP_RECV;
         sqe.fd = fd;
+        sqe.ioprio = multishot_ ? IORING_RECV_MULTISHOT : 0;
         sqe.flags = IOSQE_BUFFER_SELECT;
         sqe.buf_group = buffer_group;
         sqe.len = static_cast<std::uint32_t>(lent_size);
@@ -262,7 +285,7 @@ private:
                 sqe.cancel_flags = IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL;
                 sqe.user_data = 0;
                 for (int round = 0; round < 100 && receiving_ > 0; ++round) {
-                    wait(10, [](int, Interest, Interest) {}, [](int, std::int32_t, int) {});
+                    wait(10, [](int, Interest, Interest) {}, [](int, std::int32_t, int, bool) {});
                 }
                 quiet = receiving_ == 0;
             }
@@ -322,7 +345,8 @@ private:
     std::size_t buffers_out_ = 0; // filled by a receive and not recycled yet
     std::uint16_t buffer_tail_ = 0;
     std::uint8_t lending_state_ = 0; // 0 not tried, 1 lending, 2 refused
-    std::size_t receiving_ = 0;      // receives in flight
+    std::size_t receiving_ = 0;      // receives in flight (armed)
+    bool multishot_ = true;
 };
 
 } // namespace corio

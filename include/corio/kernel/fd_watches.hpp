@@ -6,9 +6,13 @@
 // On readiness each waiting task's operation is attempted; the task becomes ready only once its
 // operation is done, so a stale readiness costs no resumption.
 //
-// On io_uring a lent read (Kind::recv_lent) is not attempted on readiness: the fd gets one receive
-// in flight into the ring's provided buffers, and its completion goes to the ReceivedStash, from
-// which the waiting reader's attempt takes it (or the next read of the fd, if nobody waits).
+// On io_uring a lent read (Kind::recv_lent) is not attempted on readiness: the fd gets a receive
+// armed into the ring's provided buffers, and its completions go to the ReceivedStash, from which
+// the waiting reader's attempt takes them (or the next reads of the fd, if nobody waits). The
+// receive stays armed (multishot) while the fd's readers keep up; when more than
+// `max_unclaimed` pieces wait for a reader, it is paused, so that the rest stays in the socket and
+// TCP's flow control holds the peer back (a peer nobody reads cannot take every buffer), and the
+// next lent read that finds nothing waiting arms it again.
 #pragma once
 
 #include "corio/backend/selector.hpp"
@@ -35,12 +39,16 @@ struct FdWatch {
     TaskList readers;
     TaskList writers;
     Interest watched = Interest::none; // what the selector watches this fd for
-    bool receiving = false;            // a lent receive is in flight (io_uring)
+    bool receiving = false;            // a lent receive is armed (io_uring)
+    bool pausing = false;              // ... and being cancelled: too much waits unclaimed
 };
 static_assert(sizeof(void*) != 8 || sizeof(FdWatch) <= 24, "corio: FdWatch grew");
 
 class FdWatches {
 public:
+    /// Completions of an fd's receive that may wait for a reader before the receive is paused.
+    static constexpr std::uint32_t max_unclaimed = 4;
+
     explicit FdWatches(Backend backend = Backend::automatic) : selector_(backend) {}
     FdWatches(const FdWatches&) = delete;
     FdWatches& operator=(const FdWatches&) = delete;
@@ -172,7 +180,9 @@ public:
         const std::size_t events = selector_.wait(
             timeout_ms,
             [&](int fd, Interest ready, Interest disarmed) { on_ready(fd, ready, disarmed, became_ready); },
-            [&](int fd, std::int32_t result, int id) { on_received(fd, result, id, became_ready); });
+            [&](int fd, std::int32_t result, int id, bool more) {
+                on_received(fd, result, id, more, became_ready);
+            });
         settle_interest();
         return events;
     }
@@ -215,14 +225,21 @@ private:
         }
     }
 
-    // A lent receive on `fd` completed (io_uring): its result waits in the stash for the fd's
-    // readers, whose attempts take it. A ring without buffers left (ENOBUFS) sends the readers
+    // A lent receive on `fd` completed (io_uring), and is still armed if `more`: its result waits
+    // in the stash for the fd's readers, whose attempts take it. The last completion of a paused
+    // receive (ECANCELED) brings nothing. A ring without buffers left (ENOBUFS) sends the readers
     // through readiness and the heap buffers until one is given back.
     template <class BecameReady>
-    void on_received(int fd, std::int32_t result, int id, BecameReady& became_ready) {
+    void on_received(int fd, std::int32_t result, int id, bool more, BecameReady& became_ready) {
         FdWatch& watch = watches_[static_cast<std::size_t>(fd)];
-        watch.receiving = false;
-        if (result != -ENOBUFS) {
+        watch.receiving = more;
+        watch.pausing = watch.pausing && more;
+        if (result == -ECANCELED && !more && id < 0) { // the pause took effect
+            if (first_operation(fd, Interest::read, FdOperation::Kind::recv_lent) != nullptr) {
+                selector_.receive(fd); // a lent read came to wait meanwhile: arm it again
+                watch.receiving = true;
+            }
+        } else if (result != -ENOBUFS) {
             if (id >= 0) {
                 lent_.took_ring_buffer();
             }
@@ -232,7 +249,15 @@ private:
             }
             complete(watch.readers, became_ready);
         }
-        if (!watch.readers.empty()) {
+        if (more && !watch.pausing && stash_.count(fd) >= max_unclaimed) {
+            watch.pausing = true;
+            try {
+                selector_.pause_receive(fd);
+            } catch (...) { // no room to submit the cancel: it stays armed, and is paused later
+                watch.pausing = false;
+            }
+        }
+        if (!watch.receiving && !watch.readers.empty()) {
             rearm_.push_back(fd); // readers left: they wait through readiness (see settle_interest)
         }
     }
