@@ -81,19 +81,26 @@ std::string run_logged_on_pair(MakeTask make_task) {
     return log;
 }
 
+// Lent reads until the end of the stream, handing each piece to `on_bytes`.
+template <class OnBytes>
+Task<> read_to_end(AsyncSocket& socket, OnBytes& on_bytes) {
+    for (;;) {
+        const LentBytes bytes = co_await socket.recv_lent();
+        if (bytes.empty()) {
+            co_return;
+        }
+        on_bytes(bytes);
+    }
+}
+
 Task<> read_all_then_end(AsyncSocket& socket, std::string& first, std::string& rest, bool& ended) {
     {
         const LentBytes bytes = co_await socket.recv_lent();
         first = text_of(bytes);
     }
-    for (;;) {
-        const LentBytes bytes = co_await socket.recv_lent();
-        if (bytes.empty()) {
-            ended = true;
-            co_return;
-        }
-        rest += text_of(bytes);
-    }
+    auto append = [&rest](const LentBytes& bytes) { rest += text_of(bytes); };
+    co_await read_to_end(socket, append);
+    ended = true;
 }
 
 } // namespace
@@ -422,13 +429,7 @@ Task<> read_pause_read(AsyncSocket& socket, Scheduler& kernel, std::size_t& lent
     }
     co_await corio::Sleep{200ms}; // nobody reads: the bytes pile up (or wait in the socket)
     lent_while_paused = kernel.stats().lent_buffers;
-    for (;;) {
-        const LentBytes bytes = co_await socket.recv_lent();
-        if (bytes.empty()) {
-            break;
-        }
-        check(bytes);
-    }
+    co_await read_to_end(socket, check);
     total = position;
 }
 

@@ -164,23 +164,23 @@ public:
 
     /// Submits a receive on `fd` into a provided buffer (start_lending() must have said yes).
     void receive(int fd) {
-        resubmit_receive(fd);
+        io_uring_sqe& sqe = ring().next_sqe();
+        sqe.opcode = IORING_OP_RECV;
+        sqe.fd = fd;
+        sqe.ioprio = multishot_ ? IORING_RECV_MULTISHOT : 0;
+        sqe.flags = IOSQE_BUFFER_SELECT;
+        sqe.buf_group = buffer_group;
+        sqe.len = static_cast<std::uint32_t>(lent_size);
+        sqe.user_data = user_data_of(fd, receive_kind);
         ++receiving_;
     }
     /// Takes back the receive in flight on `fd`: its completions will be dropped.
     void cancel_receive(int fd) { take_back(fd, receive_kind, IORING_OP_ASYNC_CANCEL); }
     /// Stops the receive armed on `fd` without dropping anything: what it brought before the
     /// cancel lands is still handed on, and its last completion (more: false) says it stopped.
-    void pause_receive(int fd) {
-        io_uring_sqe& sqe = ring().next_sqe();
-        sqe.opcode = IORING_OP_ASYNC_CANCEL;
-        sqe.fd = -1;
-        sqe.addr = user_data_of(fd, receive_kind);
-        sqe.user_data = 0; // kind 0: the cancel's own completion is ignored
-    }
-    /// False once the kernel refused a multishot receive (before Linux 6.0): receives are then
-    /// submitted once per read. A test can turn them off.
-    [[nodiscard]] bool multishot() const noexcept { return multishot_; }
+    void pause_receive(int fd) { remove_request(user_data_of(fd, receive_kind), IORING_OP_ASYNC_CANCEL); }
+    /// Multishot receives are on until the kernel refuses one (before Linux 6.0); then receives
+    /// are submitted once per read. A test can turn them off.
     void set_multishot(bool on) noexcept { multishot_ = on; }
     /// The memory of provided buffer `id`.
     [[nodiscard]] std::byte* buffer(int id) const noexcept {
@@ -192,8 +192,6 @@ public:
         --buffers_out_;
         provide(id);
     }
-    /// How many provided buffers there are now (lent_chunk at a time, see add_buffers).
-    [[nodiscard]] std::size_t buffers_provided() const noexcept { return buffers_provided_; }
 
 private:
     static constexpr unsigned receive_kind = 3; // the kinds: 1 read poll, 2 write poll, 3 receive
@@ -258,17 +256,6 @@ private:
         std::atomic_ref<std::uint16_t>(buffer_ring_->tail).store(buffer_tail_, std::memory_order_release);
     }
 
-    void resubmit_receive(int fd) {
-        io_uring_sqe& sqe = ring().next_sqe();
-        sqe.opcode = IORING_OP_RECV;
-        sqe.fd = fd;
-        sqe.ioprio = multishot_ ? IORING_RECV_MULTISHOT : 0;
-        sqe.flags = IOSQE_BUFFER_SELECT;
-        sqe.buf_group = buffer_group;
-        sqe.len = static_cast<std::uint32_t>(lent_size);
-        sqe.user_data = user_data_of(fd, receive_kind);
-    }
-
     // Before the buffers go: receives still in flight are cancelled and their completions
     // awaited, so that the kernel cannot write into unmapped (or remapped) memory. If that cannot
     // be done (the loop's thread is gone: EEXIST), the memory is left mapped.
@@ -315,6 +302,10 @@ private:
     void take_back(int fd, unsigned kind, std::uint8_t opcode) {
         const std::uint64_t submitted = user_data_of(fd, kind);
         bump(fd, kind);
+        remove_request(submitted, opcode);
+    }
+    // Submits a POLL_REMOVE or ASYNC_CANCEL of the request submitted with `submitted`.
+    void remove_request(std::uint64_t submitted, std::uint8_t opcode) {
         io_uring_sqe& sqe = ring().next_sqe();
         sqe.opcode = opcode;
         sqe.fd = -1;

@@ -9,8 +9,8 @@
 // On io_uring a lent read (Kind::recv_lent) is not attempted on readiness: the fd gets a receive
 // armed into the ring's provided buffers, and its completions go to the ReceivedStash, from which
 // the waiting reader's attempt takes them (or the next reads of the fd, if nobody waits). The
-// receive stays armed (multishot) while the fd's readers keep up; when more than
-// `max_unclaimed` pieces wait for a reader, it is paused, so that the rest stays in the socket and
+// receive stays armed (multishot) while the fd's readers keep up; when `max_unclaimed`
+// pieces wait for a reader, it is paused, so that the rest stays in the socket and
 // TCP's flow control holds the peer back (a peer nobody reads cannot take every buffer), and the
 // next lent read that finds nothing waiting arms it again.
 #pragma once
