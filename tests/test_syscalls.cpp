@@ -13,6 +13,7 @@
 
 #include <corio/scheduler.hpp>
 #include <corio/syscalls.hpp>
+#include <corio/timeout.hpp>
 
 #include "support/catch.hpp"
 #include "support/counted.hpp"
@@ -707,6 +708,64 @@ Task<> drain_later(int fd, bool& drained, DrainReport& report) {
     drained = true;
 }
 } // namespace
+
+namespace {
+// Waits on `fd` for a while and gives up (the selector keeps watching the fd), makes the fd ready
+// and unready again without letting the loop run, then waits again: nothing is ready now, so the
+// second wait must time out. On io_uring the poll armed for the first wait fires for the readiness
+// that came and went, and its completion reaches the loop only after the second wait began.
+template <class Wait, class Flip>
+Task<> wait_after_readiness_came_and_went(int fd, Flip flip, bool& first_timed_out, bool& woke) {
+    try {
+        co_await corio::timeout_after(20ms, Wait{fd});
+    } catch (const corio::TimeoutError&) {
+        first_timed_out = true;
+    }
+    flip();
+    try {
+        co_await corio::timeout_after(100ms, Wait{fd});
+        woke = true;
+    } catch (const corio::TimeoutError&) {
+        woke = false;
+    }
+}
+
+template <class Wait, class Flip>
+void check_no_stale_readiness(int fd, Flip flip) {
+    FrameLeakCheck leaks;
+    Scheduler kernel;
+    bool first_timed_out = false;
+    bool woke = true;
+    const TaskId waiter = kernel.add_task(
+        wait_after_readiness_came_and_went<Wait>(fd, flip, first_timed_out, woke));
+    REQUIRE(run_until_ended(kernel, {waiter}));
+    CHECK(first_timed_out);
+    CHECK_FALSE(woke);
+    kernel.forget_fd(fd);
+    require_empty(kernel);
+}
+} // namespace
+
+TEST_CASE("ReadWait is not woken by bytes that came and were read before it began", "[syscalls]") {
+    auto pair = corio::test::socket_pair();
+    const int reader = pair.first.get();
+    const int writer = pair.second.get();
+    check_no_stale_readiness<corio::ReadWait>(reader, [reader, writer] {
+        corio::test::write_all(writer, "x", 1);
+        REQUIRE(corio::test::drain(reader) == 1);
+    });
+}
+
+TEST_CASE("WriteWait is not woken by room that came and was filled before it began", "[syscalls]") {
+    auto pair = corio::test::socket_pair();
+    const int writer = pair.first.get();
+    const int peer = pair.second.get();
+    REQUIRE(corio::test::fill_send_buffer(writer) > 0);
+    check_no_stale_readiness<corio::WriteWait>(writer, [writer, peer] {
+        REQUIRE(corio::test::drain(peer) > 0);
+        REQUIRE(corio::test::fill_send_buffer(writer) > 0);
+    });
+}
 
 TEST_CASE("WriteWait on a full socketpair wakes only after the peer drains it", "[syscalls]") {
     FrameLeakCheck leaks;

@@ -127,6 +127,15 @@ public:
         }
     }
 
+    // A task begins a plain wait on `fd` for `direction`, which is watched already: on io_uring
+    // the poll is armed again so that readiness gone before the wait began is not reported (see
+    // UringSelector::refresh); epoll and poll look at the fd's level in every wait anyway.
+    void refresh(int fd, Interest direction) {
+        if (backend_ == Backend::io_uring) {
+            uring_->refresh(fd, direction);
+        }
+    }
+
     template <class OnReady>
     std::size_t wait(int timeout_ms, OnReady&& on_ready) {
         return wait(timeout_ms, on_ready, [](int, std::int32_t, int, bool) {});
@@ -189,6 +198,7 @@ public:
     void pause_receive(int /*fd*/) noexcept {}
     [[nodiscard]] std::byte* lent_buffer(int /*id*/) const noexcept { return nullptr; }
     static void recycle(void* /*self*/, std::int32_t /*id*/) noexcept {}
+    void refresh(int /*fd*/, Interest /*direction*/) noexcept {} // poll looks at the level each wait
     template <class OnReady, class OnReceived>
     std::size_t wait(int timeout_ms, OnReady&& on_ready, OnReceived&& /*on_received*/) {
         return PollSelector::wait(timeout_ms, on_ready);

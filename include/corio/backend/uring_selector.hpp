@@ -162,6 +162,16 @@ public:
     }
     [[nodiscard]] bool lending() const noexcept { return lending_state_ == 1; }
 
+    /// Arms the poll for `direction` on `fd` again (it must be armed): the one armed before may
+    /// have fired already, for readiness that is gone by now, and its completion may still wait in
+    /// the ring; the new poll looks at the fd as it is when it is armed, and the old one's
+    /// completion is dropped. A plain wait asks for this, so that it is told of the fd's state
+    /// after it began to wait, as epoll's level-triggered wait tells it.
+    void refresh(int fd, Interest direction) {
+        disarm(fd, direction);
+        arm(fd, direction);
+    }
+
     /// Submits a receive on `fd` into a provided buffer (start_lending() must have said yes).
     void receive(int fd) {
         io_uring_sqe& sqe = ring().next_sqe();

@@ -107,6 +107,11 @@ public:
         } else if (watch.receiving && attempt != nullptr && direction == Interest::read) {
             // A read behind a receive in flight: the receive's completion attempts it.
         } else {
+            if (attempt == nullptr && has(watch.watched, direction)) {
+                // A plain wait ends on readiness alone, with nothing attempted to tell a stale
+                // one: the selector must not report readiness that came and went before it began.
+                selector_.refresh(fd, direction);
+            }
             set_watched(fd, watch, watch.watched | direction);
         }
         (direction == Interest::read ? watch.readers : watch.writers).push_back(task);
