@@ -44,12 +44,12 @@ public:
     /// array in a coroutine frame, which `co_await SignalWait{...}` needs.)
     template <std::same_as<int>... More>
     [[nodiscard]] explicit SignalWait(int signal, More... more)
-        : FdAwaiter(watched_, Kind::read, Interest::read),
+        : FdAwaiter(watched_, Kind::signal, Interest::read),
           mask_(detail::signal_mask_of({signal, more...})) {}
     // Movable only because GCC 12 moves a co_await operand into the frame; never moved once
     // awaited (the kernel holds its address while the task waits).
     SignalWait(SignalWait&& other) noexcept
-        : FdAwaiter(watched_, Kind::read, Interest::read), mask_(other.mask_),
+        : FdAwaiter(watched_, Kind::signal, Interest::read), mask_(other.mask_),
           source_(std::move(other.source_)), watched_(std::move(other.watched_)) {
         result_ = other.result_;
     }

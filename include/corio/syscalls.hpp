@@ -19,6 +19,7 @@
 #include "corio/task_exit.hpp"
 
 #include <chrono>
+#include <string>
 #include <utility>
 
 namespace corio {
@@ -55,6 +56,23 @@ struct [[nodiscard]] GetTid {
     }
     /// The calling task's id.
     [[nodiscard]] TaskId result() const noexcept { return id; }
+};
+
+/// `co_await NameTask{"name"}` names the calling task in snapshots, task listings and stall
+/// warnings (see Scheduler::set_name and corio/diag/); an empty name takes the name back.
+struct [[nodiscard]] NameTask {
+    /// The name to give; the kernel keeps a copy until the task ends.
+    [[nodiscard]] explicit NameTask(std::string task_name) noexcept : name(std::move(task_name)) {}
+
+    std::string name; ///< The name, moved into the kernel by handle().
+
+    /// Kernel side (see SystemCall): Scheduler::set_name for the caller; never suspends.
+    bool handle(Scheduler& kernel, TaskId caller) {
+        kernel.set_name(caller, std::move(name));
+        return false;
+    }
+    /// Nothing.
+    void result() const noexcept {}
 };
 
 /// `co_await KillTask{id}` kills a task (see Scheduler::kill) and gives true if it existed. A task

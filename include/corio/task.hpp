@@ -27,6 +27,7 @@
 #include <atomic>
 #include <coroutine>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <new>
 #include <functional>
@@ -115,9 +116,22 @@ inline void hand_over_destruction_failure(const std::exception_ptr& error) noexc
 inline std::atomic<long> live_frame_count{0};
 #endif
 
+// Where a frame was made: its coroutine's name and file. A promise constructor's default
+// argument, so that the compiler fills it in from inside the coroutine (std::source_location is
+// not there with clang 14 and libstdc++ 12; the builtins are, in GCC and Clang alike). Explicit,
+// so that no coroutine's own parameters can pass for it.
+struct FrameOrigin {
+    explicit FrameOrigin(const char* function_name, const char* file_name) noexcept
+        : function(function_name), file(file_name) {}
+    const char* function;
+    const char* file;
+};
+
 // What every corio coroutine frame knows, whatever it returns.
 class PromiseBase {
 public:
+    explicit PromiseBase(FrameOrigin origin) noexcept : function_(origin.function), file_(origin.file) {}
+
     // Frames come from the thread's frame pool (detail/frame_pool.hpp). Both operators are
     // inlined alike, or GCC 12 warns of a new/delete mismatch it imagines.
     [[gnu::always_inline]] static void* operator new(std::size_t size) {
@@ -160,9 +174,15 @@ public:
     void unhandled_exception() noexcept { exception_ = std::current_exception(); }
 
     // System calls trap into the kernel that runs this task; every other awaitable passes through.
+    //
+    // Each records the line of the co_await (a default argument: the compiler gives the line of
+    // the co_await it calls this for), where introspection finds the frame while it is suspended
+    // (corio/diag/); a Task awaited after it sets awaited_, so the chain of awaited frames can be
+    // walked from a task's root to where it waits. Two stores per co_await.
     template <class Call>
         requires SystemCall<std::remove_cvref_t<Call>>
-    auto await_transform(Call&& call) {
+    auto await_transform(Call&& call, std::uint32_t line = __builtin_LINE()) {
+        suspended_at(line);
         if (kernel_ == nullptr) {
             throw std::logic_error("corio: a system call was awaited outside a Scheduler's task");
         }
@@ -171,18 +191,33 @@ public:
     }
     template <class Awaitable>
         requires(!SystemCall<std::remove_cvref_t<Awaitable>> && !Awaiter<Awaitable>)
-    Awaitable&& await_transform(Awaitable&& awaitable) const noexcept {
+    Awaitable&& await_transform(Awaitable&& awaitable, std::uint32_t line = __builtin_LINE()) noexcept {
+        suspended_at(line);
         return std::forward<Awaitable>(awaitable); // e.g. a Task: its operator co_await comes next
     }
     template <class Awaitable>
         requires(!SystemCall<std::remove_cvref_t<Awaitable>> && Awaiter<Awaitable>)
-    auto await_transform(Awaitable&& awaiter) const noexcept {
+    auto await_transform(Awaitable&& awaiter, std::uint32_t line = __builtin_LINE()) noexcept {
+        suspended_at(line);
         return AwaiterRef<std::remove_reference_t<Awaitable>>(awaiter);
     }
 
     [[nodiscard]] const std::exception_ptr& exception() const noexcept { return exception_; }
     [[nodiscard]] Scheduler* kernel() const noexcept { return kernel_; }
     void set_kernel(Scheduler* kernel) noexcept { kernel_ = kernel; }
+
+    // ---- Where the frame is (read by introspection, corio/diag/, while its task is suspended).
+
+    /// The coroutine's name (the compiler's short name: `handle_client`, `operator()`).
+    [[nodiscard]] const char* function() const noexcept { return function_; }
+    /// The coroutine's source file.
+    [[nodiscard]] const char* file() const noexcept { return file_; }
+    /// The line of the co_await the frame last reached (0 before its first one).
+    [[nodiscard]] std::uint32_t line() const noexcept { return line_; }
+    /// The frame this one awaits (a Task that suspended), or null when it waits on anything else.
+    /// Only meaningful while its task is suspended: a frame that resumed after its child ended
+    /// still points at it until its next co_await.
+    [[nodiscard]] const PromiseBase* awaited() const noexcept { return awaited_; }
 
 protected:
     void rethrow_if_failed() const {
@@ -197,9 +232,18 @@ private:
     template <class Promise>
     friend void destroy_frame(std::coroutine_handle<Promise> frame);
 
+    void suspended_at(std::uint32_t line) noexcept {
+        line_ = line;
+        awaited_ = nullptr;
+    }
+
     std::coroutine_handle<> continuation_;
     Scheduler* kernel_ = nullptr;
     std::exception_ptr exception_;
+    const char* function_;
+    const char* file_;
+    const PromiseBase* awaited_ = nullptr;
+    std::uint32_t line_ = 0;
 };
 
 // Destroys a coroutine frame, suspended or not. A destructor that throws while a suspended frame
@@ -218,6 +262,8 @@ void destroy_frame(std::coroutine_handle<Promise> frame) {
 template <class T>
 class Promise final : public PromiseBase {
 public:
+    explicit Promise(FrameOrigin origin = FrameOrigin(__builtin_FUNCTION(), __builtin_FILE())) noexcept
+        : PromiseBase(origin) {}
     Task<T> get_return_object() noexcept;
 
     template <class Value = T>
@@ -258,6 +304,8 @@ private:
 template <>
 class Promise<void> final : public PromiseBase {
 public:
+    explicit Promise(FrameOrigin origin = FrameOrigin(__builtin_FUNCTION(), __builtin_FILE())) noexcept
+        : PromiseBase(origin) {}
     Task<void> get_return_object() noexcept;
     void return_void() const noexcept {}
     void result() const { rethrow_if_failed(); }
@@ -294,6 +342,9 @@ public:
             return false; // finished already: the parent goes on without suspending
         }
         child.continuation_ = parent; // it suspended: it resumes the parent when it finishes
+        if constexpr (std::is_base_of_v<PromiseBase, ParentPromise>) {
+            parent.promise().awaited_ = &child; // the chain introspection walks
+        }
         return true;
     }
 

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <vector>
 
@@ -22,6 +23,19 @@ public:
     Entry& operator[](std::size_t fd) noexcept { return chunks_[fd / chunk_size][fd % chunk_size]; }
     const Entry& operator[](std::size_t fd) const noexcept {
         return chunks_[fd / chunk_size][fd % chunk_size];
+    }
+
+    /// The fd whose entry holds the byte at `inside` (a member of an entry), or -1: a search of
+    /// the chunks, for introspection.
+    [[nodiscard]] long index_of(const void* inside) const noexcept {
+        const auto address = reinterpret_cast<std::uintptr_t>(inside);
+        for (std::size_t chunk = 0; chunk < chunks_.size(); ++chunk) {
+            const auto first = reinterpret_cast<std::uintptr_t>(chunks_[chunk].get());
+            if (address >= first && address < first + chunk_size * sizeof(Entry)) {
+                return static_cast<long>(chunk * chunk_size + (address - first) / sizeof(Entry));
+            }
+        }
+        return -1;
     }
 
     /// Makes entry `fd` exist (default-constructed, as all new ones are).

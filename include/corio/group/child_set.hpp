@@ -319,7 +319,7 @@ private:
     Scheduler* kernel_ = nullptr;
     TaskId owner_{};
     TaskList children_; // the linked ChildLinks of children still alive
-    WaitQueue waiters_; // the owner, while it waits for the last child to end
+    WaitQueue waiters_{"children"}; // the owner, while it waits for the last child to end
     std::exception_ptr error_;
     std::size_t alive_ = 0;
     std::size_t winner_ = 0;

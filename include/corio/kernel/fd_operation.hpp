@@ -31,7 +31,7 @@ public:
         send,         // send bytes (all of them, or what is taken at once)
         receive_from, // receive a datagram and its sender
         send_to,      // send a datagram to an address
-        read,         // read from a non-socket fd (signalfd, a self-pipe)
+        signal,       // read a signal from a signalfd or a self-pipe (SignalWait)
         check,        // readiness, then a check of the awaiter's own (StopEvent's flag)
     };
     // How a readiness backend tries the operation once (EINTR aside): true when it is over, with

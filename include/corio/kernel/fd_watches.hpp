@@ -160,6 +160,17 @@ public:
         stash_.drop(fd, lent_);
     }
 
+    // The fd and direction a task in state waiting_fd waits on ({-1, none} if it is not found):
+    // for introspection.
+    [[nodiscard]] std::pair<int, Interest> waited_on(const TaskRecord& task) const noexcept {
+        const long fd = watches_.index_of(task.owner);
+        if (fd < 0) {
+            return {-1, Interest::none};
+        }
+        const FdWatch& watch = watches_[static_cast<std::size_t>(fd)];
+        return {static_cast<int>(fd), task.owner == &watch.writers ? Interest::write : Interest::read};
+    }
+
     // The first operation of `kind` waiting on `fd` for `direction`, or null.
     [[nodiscard]] const FdOperation* first_operation(int fd, Interest direction,
                                                      FdOperation::Kind kind) const noexcept {

@@ -39,6 +39,7 @@
 #include "corio/kernel/fd_watches.hpp"
 #include "corio/kernel/inbox.hpp"
 #include "corio/kernel/pool_jobs.hpp"
+#include "corio/kernel/task_notes.hpp"
 #include "corio/kernel/task_table.hpp"
 #include "corio/kernel/timers.hpp"
 #include "corio/kernel/wait_queue.hpp"
@@ -51,12 +52,14 @@
 #include <memory>
 #include <new>
 #include <stdexcept>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
 namespace corio {
 
 class Scheduler;
+struct TaskInfo;
 
 namespace detail {
 
@@ -97,10 +100,15 @@ public:
         if (!suspend) { // it continues now: undo anything the call registered it for
             detach(self);
             self.state = TaskState::running;
-        } else if (self.expired_scopes > 0 && !self.kill_requested) [[unlikely]] {
+            return false;
+        }
+        if (notes_.recording_wait_times()) [[unlikely]] {
+            notes_.waits_from(self, now());
+        }
+        if (self.expired_scopes > 0 && !self.kill_requested) [[unlikely]] {
             interrupt(self); // a deadline passed while it was busy: this wait ends at once
         }
-        return suspend;
+        return true;
     }
     /// Called as a system call returns to its task: throws the TimeoutError of a deadline that
     /// interrupted the wait (or the logic_error of a WaitQueue destroyed under it).
@@ -241,13 +249,43 @@ public:
     /// Queues `job` on the thread pool for the calling task, which counts as waiting for the pool
     /// until pool_job_ended(). The job comes back through deliver() and wakes it with unpark().
     void submit_to_pool(PoolJob& job) {
-        static_cast<void>(trapped_task());
+        TaskRecord& self = trapped_task();
         pool_jobs_.submit(job);
+        self.wait.cookie = &pool_jobs_; // what a snapshot says it waits on
     }
     /// The task that submit_to_pool() counted no longer waits for its job.
     void pool_job_ended() noexcept { pool_jobs_.ended(); }
     /// Thread-safe: hands `item` to the loop, which runs it soon (see kernel/inbox.hpp).
     void deliver(InboxItem& item) noexcept { inbox_.push(item); }
+
+    // ---- Introspection (kernel/task_snapshot.hpp; rendered by corio/diag/).
+
+    /// Every live task: its id, spawner, name, what it waits on and for how long, and its frames.
+    /// Costs a walk of the task table; meant for people (a monitor, a dump), not for the loop.
+    [[nodiscard]] std::vector<TaskInfo> snapshot() const;
+    /// Names task `id` in snapshots and stall warnings (an empty name takes the name back: the
+    /// root coroutine's is used). False if there is no such task.
+    bool set_name(TaskId id, std::string name) {
+        const TaskRecord* record = tasks_.find(id);
+        if (record == nullptr) {
+            return false;
+        }
+        notes_.set_name(record->serial, std::move(name));
+        return true;
+    }
+    /// The live task whose serial number is `serial` (TaskId::serial), or an empty id: how a
+    /// person's "task 12" becomes an id. A scan of the task table.
+    [[nodiscard]] TaskId find_task(std::uint64_t serial) noexcept {
+        const TaskRecord* record = tasks_.find_serial(serial);
+        return record != nullptr ? TaskTable::id_of(*record) : TaskId{};
+    }
+    /// Notes since when each task waits (a clock read per wait), for TaskInfo::waited. Off by default.
+    void record_wait_times(bool on) noexcept { notes_.record_wait_times(on); }
+    /// Reports every resumption that runs `threshold` or longer without suspending: to `handler`,
+    /// or, without one, as a line on stderr. A zero threshold turns it off (the default).
+    void warn_of_stalls(Clock::duration threshold, TaskNotes::StallHandler handler = {}) {
+        notes_.warn_of_stalls(threshold, std::move(handler));
+    }
 
 protected:
     explicit Kernel(Backend backend) : scopes_(timers_), fd_watches_(backend) {}
@@ -272,6 +310,7 @@ protected:
     Failures failures_;
     Inbox inbox_;
     PoolJobs pool_jobs_; // after inbox_: destroyed first (its jobs deliver there)
+    TaskNotes notes_;
 
 private:
     friend class corio::WaitQueue;
@@ -326,6 +365,10 @@ private:
     }
 
     void resume(TaskRecord& record);
+    void resume_watched(TaskRecord& record);
+    void describe_wait(const TaskRecord& record, TaskInfo& info,
+                       const std::unordered_map<const TaskList*, TaskId>& waiters_of,
+                       Clock::time_point now_time) const;
     // A task made ready by readiness whose operation waits to be attempted until now (see
     // FdWatches::complete): true if the attempt completed it, or the task must resume anyway (a
     // deadline passed, or it cannot wait again); false if it waits on its fd again.
@@ -393,7 +436,11 @@ inline void Kernel::resume(TaskRecord& record) {
     ++resumed_since_poll_;
     record.state = TaskState::running;
     current_ = &record;
-    record.resume_point.resume();
+    if (notes_.watching_stalls()) [[unlikely]] {
+        resume_watched(record);
+    } else {
+        record.resume_point.resume();
+    }
     current_ = nullptr;
     if (record.root.done()) {
         finish(record);
@@ -501,3 +548,4 @@ void Kernel::run_loop(KeepGoing keep_going) {
 } // namespace corio
 
 #include "corio/kernel/task_ends.hpp" // how tasks start and end: spawn, finish, kill, teardown
+#include "corio/kernel/task_snapshot.hpp" // what a snapshot of the tasks says, and the stall watch

@@ -37,6 +37,15 @@ inline TaskId Kernel::spawn(std::coroutine_handle<Promise<void>> root) {
     TaskRecord& record = tasks_.allocate();
     record.root = root;
     record.resume_point = root;
+    try {
+        notes_.spawned(record, current_);
+    } catch (...) {
+        tasks_.free(record);
+        throw;
+    }
+    if (notes_.recording_wait_times()) [[unlikely]] {
+        notes_.waits_from(record, now());
+    }
     tasks_.make_ready(record);
     return TaskTable::id_of(record);
 }
@@ -85,6 +94,7 @@ inline void Kernel::end_task(TaskRecord& record, TaskExit exit) {
         *waiter.wait.exit_out = exit;
         wake(waiter);
     }
+    notes_.ended(record.serial);
     tasks_.free(record);
     if (exit.failed() && !handed) {
         failures_.report(id, exit.error);

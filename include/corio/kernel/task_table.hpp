@@ -76,6 +76,25 @@ public:
         --live_;
     }
 
+    // Calls look(const TaskRecord&) for every live task, oldest slot first (introspection).
+    template <class Look>
+    void each_live(Look&& look) const {
+        for (const TaskRecord& record : records_) {
+            if (record.serial != 0) {
+                look(record);
+            }
+        }
+    }
+    // The live task with serial number `serial`, or null (a scan: for people, not for the loop).
+    [[nodiscard]] TaskRecord* find_serial(std::uint64_t serial) noexcept {
+        for (TaskRecord& record : records_) {
+            if (serial != 0 && record.serial == serial) {
+                return &record;
+            }
+        }
+        return nullptr;
+    }
+
     // ---- The ready queue.
 
     void make_ready(TaskRecord& record) noexcept {

@@ -82,7 +82,7 @@ private:
         }
     }
 
-    WaitQueue waiters_;
+    WaitQueue waiters_{"event"};
     Scheduler* kernel_ = nullptr; // the Scheduler of the waiters
     bool set_ = false;
 };

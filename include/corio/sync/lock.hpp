@@ -166,7 +166,7 @@ private:
         handed_to_->granted_ = true;
     }
 
-    WaitQueue waiters_; // cookie: their Acquire
+    WaitQueue waiters_{"lock"}; // cookie: their Acquire
     Scheduler* kernel_ = nullptr; // the Scheduler of the waiters
     Acquire* handed_to_ = nullptr; // woken as the owner, not run yet (see ~Lock)
     bool locked_ = false;

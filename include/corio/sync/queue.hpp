@@ -245,8 +245,8 @@ private:
     }
 
     detail::RingBuffer<T> items_;
-    WaitQueue getters_; // cookie: their Get
-    WaitQueue putters_; // cookie: their Put
+    WaitQueue getters_{"queue get"}; // cookie: their Get
+    WaitQueue putters_{"queue put"}; // cookie: their Put
     Scheduler* kernel_ = nullptr; // the Scheduler of the waiters
     std::size_t max_size_;
     std::size_t held_ = 0; // values handed to getters that have not taken them yet

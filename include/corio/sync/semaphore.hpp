@@ -105,7 +105,7 @@ private:
         }
     }
 
-    WaitQueue waiters_; // cookie: their Acquire
+    WaitQueue waiters_{"semaphore"}; // cookie: their Acquire
     Scheduler* kernel_ = nullptr; // the Scheduler of the waiters
     std::size_t value_;
 };

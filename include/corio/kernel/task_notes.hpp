@@ -1,0 +1,122 @@
+// corio/kernel/task_notes.hpp - what the kernel notes about its tasks for people, not for running
+// them: who spawned each, the names given to tasks, since when each waits, and how long each
+// resumption ran (stall warnings). Read by Kernel::snapshot (kernel/task_snapshot.hpp) and the
+// renderings and monitor of corio/diag/.
+//
+// Costs, by what is switched on:
+//   * always: the spawner's id, one store per spawn into a table by slot (beside the TaskRecords,
+//     which stay at 96 bytes); each frame's line, two stores per co_await (task.hpp).
+//   * names: a hash map by serial number, touched only when a task is named or ends while any is.
+//   * wait times (record_wait_times): a clock read each time a task begins to wait.
+//   * stall warnings (warn_of_stalls): two clock reads per resumption.
+// Off, the last two cost one predictable branch each on the loop's path.
+#pragma once
+
+#include "corio/task_id.hpp"
+#include "corio/kernel/task_record.hpp"
+#include "corio/kernel/task_table.hpp"
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace corio {
+
+/// What a stall warning says: a task ran `ran` without suspending, having resumed at `function`
+/// (`file`:`line`), the innermost frame of the task when it resumed.
+struct StallReport {
+    TaskId task;
+    std::string name;
+    std::chrono::steady_clock::duration ran{};
+    const char* function = "";
+    const char* file = "";
+    std::uint32_t line = 0;
+};
+
+namespace detail {
+
+class TaskNotes {
+public:
+    using Clock = std::chrono::steady_clock;
+    using StallHandler = std::function<void(const StallReport&)>;
+
+    // ---- Spawners (always noted).
+
+    void spawned(const TaskRecord& child, const TaskRecord* parent) {
+        if (child.slot >= slots_.size()) {
+            slots_.resize(static_cast<std::size_t>(child.slot) + 1);
+        }
+        Slot& slot = slots_[child.slot];
+        slot.parent = parent != nullptr ? TaskTable::id_of(*parent) : TaskId{};
+        slot.since = {};
+    }
+    [[nodiscard]] TaskId parent_of(const TaskRecord& task) const noexcept {
+        return task.slot < slots_.size() ? slots_[task.slot].parent : TaskId{};
+    }
+
+    // ---- Names.
+
+    void set_name(std::uint64_t serial, std::string name) {
+        if (name.empty()) {
+            names_.erase(serial);
+        } else {
+            names_[serial] = std::move(name);
+        }
+    }
+    // The name given to the task, or null.
+    [[nodiscard]] const std::string* name_of(std::uint64_t serial) const noexcept {
+        if (names_.empty()) {
+            return nullptr;
+        }
+        const auto found = names_.find(serial);
+        return found != names_.end() ? &found->second : nullptr;
+    }
+    void ended(std::uint64_t serial) noexcept {
+        if (!names_.empty()) [[unlikely]] {
+            names_.erase(serial);
+        }
+    }
+
+    // ---- Wait times.
+
+    void record_wait_times(bool on) noexcept { recording_waits_ = on; }
+    [[nodiscard]] bool recording_wait_times() const noexcept { return recording_waits_; }
+    // The task begins to wait (or to be ready) at `now`.
+    void waits_from(const TaskRecord& task, Clock::time_point now) noexcept {
+        if (task.slot < slots_.size()) {
+            slots_[task.slot].since = now;
+        }
+    }
+    // Since when the task waits; the epoch when that was not recorded.
+    [[nodiscard]] Clock::time_point waiting_since(const TaskRecord& task) const noexcept {
+        return task.slot < slots_.size() ? slots_[task.slot].since : Clock::time_point{};
+    }
+
+    // ---- Stall warnings.
+
+    void warn_of_stalls(Clock::duration threshold, StallHandler handler) {
+        stall_threshold_ = threshold;
+        stall_handler_ = std::move(handler);
+    }
+    [[nodiscard]] bool watching_stalls() const noexcept { return stall_threshold_ > Clock::duration::zero(); }
+    [[nodiscard]] Clock::duration stall_threshold() const noexcept { return stall_threshold_; }
+    [[nodiscard]] const StallHandler& stall_handler() const noexcept { return stall_handler_; }
+
+private:
+    struct Slot {
+        TaskId parent;
+        Clock::time_point since{};
+    };
+    std::vector<Slot> slots_; // by TaskRecord::slot
+    std::unordered_map<std::uint64_t, std::string> names_;
+    Clock::duration stall_threshold_{};
+    StallHandler stall_handler_;
+    bool recording_waits_ = false;
+};
+
+} // namespace detail
+} // namespace corio
