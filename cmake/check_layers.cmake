@@ -13,7 +13,7 @@
 #   4 core         scheduler.hpp syscalls.hpp timeout.hpp run_in_thread.hpp
 #   5 sync/ group/ net/   each may include its own folder and the layers below, not each other
 #   6 tls/         TLS over net/ (OpenSSL: optional, so corio.hpp never includes it)
-#   7 top          corio.hpp run_on_threads.hpp signal_wait.hpp tls.hpp
+#   7 top          corio.hpp run_on_threads.hpp signal_wait.hpp tls.hpp, and diag/ (introspection)
 # Exits with an error naming every include that goes the wrong way.
 cmake_minimum_required(VERSION 3.20)
 
@@ -41,6 +41,8 @@ function(layer_of path out_rank out_group)
         string(REGEX REPLACE "/.*" "" group "${path}")
     elseif(path MATCHES "^tls/")
         set(rank 6)
+    elseif(path MATCHES "^diag/")
+        set(rank 7) # beside the top: the monitor serves over net/, the dump waits for signals
     elseif(path MATCHES "/")
         set(rank -1) # a folder nobody placed: reported
     elseif(path IN_LIST vocabulary)

@@ -1,7 +1,10 @@
 // corio/corio.hpp - everything: Task, Scheduler, system calls, selectors, AsyncSocket, the thread
-// pool and name resolution.
+// pool, name resolution, and introspection (task listings, the monitor, the dump).
 #pragma once
 
+#include "corio/diag/monitor.hpp"
+#include "corio/diag/task_dump.hpp"
+#include "corio/diag/task_listing.hpp"
 #include "corio/net/async_socket.hpp"
 #include "corio/sync/event.hpp"
 #include "corio/sync/lock.hpp"

@@ -1,0 +1,63 @@
+// corio/diag/task_dump.hpp - "what is this process doing?" on demand: every task under its
+// spawner, then each task's frames, printed when a signal comes (as Go does on SIGQUIT) or when
+// the program asks.
+//
+//     corio::claim_signals({SIGUSR1});                       // in main, before other threads
+//     kernel.add_task(corio::dump_tasks_on_signal(kernel, SIGUSR1));
+//     $ kill -USR1 <pid>                                      # the dump goes to stderr
+#pragma once
+
+#include "corio/diag/task_listing.hpp"
+#include "corio/scheduler.hpp"
+#include "corio/signal_wait.hpp"
+#include "corio/syscalls.hpp"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace corio {
+
+/// The dump: format_pstree of every task, then format_where of each.
+inline std::string format_task_dump(const Scheduler& kernel) {
+    const std::vector<TaskInfo> tasks = kernel.snapshot();
+    std::string out = format_pstree(tasks);
+    for (const TaskInfo& task : tasks) {
+        out += '\n';
+        out += format_where(task);
+    }
+    return out;
+}
+
+namespace detail {
+// Writes all of `text` to `fd`, blocking: a dump asked for is worth a stalled pass.
+inline void write_fully(int fd, std::string_view text) noexcept {
+    while (!text.empty()) {
+        const ssize_t written = ::write(fd, text.data(), text.size());
+        if (written < 0 && errno == EINTR) {
+            continue;
+        }
+        if (written <= 0) {
+            return; // nowhere to write it: the dump is lost, the program goes on
+        }
+        text.remove_prefix(static_cast<std::size_t>(written));
+    }
+}
+} // namespace detail
+
+/// Writes format_task_dump to `fd` (stderr by default) each time `signal` arrives, until the task
+/// is killed. Claim the signal in main first (claim_signals), so that one that comes before the
+/// first wait is kept rather than acted on.
+inline Task<> dump_tasks_on_signal(Scheduler& kernel, int signal, int fd = STDERR_FILENO) {
+    co_await NameTask{"task dump"};
+    for (;;) {
+        co_await SignalWait{signal};
+        detail::write_fully(fd, "corio: task dump (" + std::to_string(kernel.task_count()) + " tasks)\n" +
+                                    format_task_dump(kernel));
+    }
+}
+
+} // namespace corio
