@@ -98,14 +98,16 @@ public:
         inbox_.discard_all();
     }
 
-    /// Adds a task to the ready queue; it first runs in a later pass of the loop.
-    TaskId add_task(Task<> task) {
+    /// Adds a task to the ready queue; it first runs in a later pass of the loop. (`site`, filled
+    /// in by the compiler, is where it was spawned, for introspection.)
+    TaskId add_task(Task<> task, detail::SpawnSite site = detail::SpawnSite(__builtin_FUNCTION(), __builtin_FILE(),
+                                                                              __builtin_LINE())) {
         if (!task.valid() || task.done()) {
             throw std::invalid_argument("corio: add_task needs a Task that has not run");
         }
         const auto root = task.release();
         root.promise().set_kernel(this);
-        return spawn(root);
+        return spawn(root, site);
     }
 
     /// Runs until no task is left, stop() is called, or nothing could ever wake the tasks left
@@ -122,7 +124,10 @@ public:
     template <class T>
     T run_until_complete(Task<T> task) {
         detail::RunResult<T> result;
-        const TaskId id = add_task(detail::capture_result(std::move(task), result));
+        const auto handle = task.release();
+        const char* name = handle ? handle.promise().function() : "";
+        const TaskId id = add_task(detail::capture_result(Task<T>(handle), result));
+        call_task(id, name); // after the caller's coroutine, not the wrapper that keeps its result
         struct KillIfLeft { // the task refers to `result`: it must not outlive this call
             Scheduler& kernel;
             TaskId id;

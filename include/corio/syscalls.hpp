@@ -27,15 +27,20 @@ namespace corio {
 /// `co_await NewTask{task}` adds `task` to the scheduler and gives its id. The new task runs later;
 /// the caller continues at once.
 struct [[nodiscard]] NewTask {
-    /// Takes the task to spawn; it must not have run yet.
-    [[nodiscard]] explicit NewTask(Task<> spawned) noexcept : task(std::move(spawned)) {}
+    /// Takes the task to spawn; it must not have run yet. (`spawned_at`, filled in by the
+    /// compiler, is where, for introspection.)
+    [[nodiscard]] explicit NewTask(Task<> spawned,
+                                   detail::SpawnSite spawned_at = detail::SpawnSite(__builtin_FUNCTION(), __builtin_FILE(),
+                                                                                    __builtin_LINE())) noexcept
+        : task(std::move(spawned)), site(spawned_at) {}
 
     Task<> task;  ///< The task to add; moved into the Scheduler by handle().
     TaskId id{};  ///< The new task's id, once handle() has run.
+    detail::SpawnSite site; ///< Where it was spawned.
 
     /// Kernel side (see SystemCall): adds the task with Scheduler::add_task; never suspends.
     bool handle(Scheduler& kernel, TaskId /*caller*/) {
-        id = kernel.add_task(std::move(task));
+        id = kernel.add_task(std::move(task), site);
         return false;
     }
     /// The new task's id.

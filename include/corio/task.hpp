@@ -127,6 +127,15 @@ struct FrameOrigin {
     const char* file;
 };
 
+// Where a task was spawned (add_task, NewTask): a default argument, filled in at the call.
+struct SpawnSite {
+    explicit SpawnSite(const char* function_name, const char* file_name, std::uint32_t line_number) noexcept
+        : function(function_name), file(file_name), line(line_number) {}
+    const char* function;
+    const char* file;
+    std::uint32_t line;
+};
+
 // What every corio coroutine frame knows, whatever it returns.
 class PromiseBase {
 public:

@@ -39,6 +39,7 @@
 #include <utility>
 #include <vector>
 
+#include <corio/diag/task_listing.hpp>
 #include <corio/net/async_socket.hpp>
 #include <corio/sync/event.hpp>
 #include <corio/scheduler.hpp>
@@ -282,7 +283,51 @@ inline bool fd_ready(int fd, short events) {
 
 inline Task<> op_spawn(Context c);
 
+// A snapshot taken mid-run agrees with the ledger: one entry per live task, the task taking it
+// running and without a stack, every other one named after run_task, its spawner its parent, and
+// a waiting one with its frames from run_task down. Rendering it walks every suspended frame's
+// chain (ASan checks that chain in the sanitizer stage).
+inline void check_snapshot(const Context& c) {
+    World& w = c.world;
+    const std::vector<TaskInfo> tasks = w.kernel->snapshot();
+    static_cast<void>(format_pstree(tasks));
+    if (tasks.size() != w.kernel->task_count()) {
+        c.violation("the snapshot lists " + std::to_string(tasks.size()) + " of " +
+                    std::to_string(w.kernel->task_count()) + " tasks");
+    }
+    for (const TaskInfo& info : tasks) {
+        static_cast<void>(format_where(info));
+        std::size_t j = 0;
+        while (j < w.tasks.size() && !(w.tasks[j].id == info.id)) {
+            ++j;
+        }
+        if (j == w.tasks.size()) {
+            c.violation("the snapshot lists task " + std::to_string(info.id.serial()) + " of no program");
+            continue;
+        }
+        const std::string who = "the snapshot of task " + std::to_string(j);
+        const bool me = static_cast<int>(j) == c.task;
+        if (me != (info.state == TaskInfo::State::running) || (me && !info.stack.empty())) {
+            c.violation(who + " says " + to_string(info.state) + " with " +
+                        std::to_string(info.stack.size()) + " frames");
+        }
+        if (info.name != "run_task") {
+            c.violation(who + " names it " + info.name);
+        }
+        const int parent = w.program.tasks[j].parent;
+        if (!(info.parent == (parent < 0 ? TaskId{} : w.ledger(parent).id))) {
+            c.violation(who + " gives it parent " + std::to_string(info.parent.serial()));
+        }
+        if (info.state == TaskInfo::State::waiting &&
+            (info.waits_on.empty() || info.stack.empty() || info.stack.front().function != "run_task")) {
+            c.violation(who + " says it waits on '" + info.waits_on + "' in " +
+                        std::to_string(info.stack.size()) + " frames");
+        }
+    }
+}
+
 inline Task<> op_yield(Context c) {
+    check_snapshot(c);
     const Clock::time_point before = c.now();
     co_await Yield{};
     if (c.now() != before) {

@@ -202,9 +202,12 @@ public:
             throw std::invalid_argument("corio: spawn needs a Task that has not run");
         }
         ChildLink* newest = nullptr;
-        Task<> supervisor = supervise(ChildLink(&newest, index), std::move(task), store);
+        const auto handle = task.release();
+        const char* function = handle.promise().function();
+        Task<> supervisor = supervise(ChildLink(&newest, index), Task<T>(handle), store);
         assert(newest != nullptr); // the copy of the ChildLink in the supervisor's frame
         const TaskId id = kernel_->add_task(std::move(supervisor));
+        kernel_->call_task(id, function); // known by its coroutine, not by the supervisor
         link(*newest, id);
         return id;
     }

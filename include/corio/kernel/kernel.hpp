@@ -273,6 +273,14 @@ public:
         notes_.set_name(record->serial, std::move(name));
         return true;
     }
+    /// Has task `id` called `function` (a string that outlives the task, e.g. a frame's
+    /// function()) unless it is given a name: what a wrapper around a coroutine does so that the
+    /// task is known by the coroutine it runs. No allocation.
+    void call_task(TaskId id, const char* function) noexcept {
+        if (const TaskRecord* record = tasks_.find(id)) {
+            notes_.call(*record, function);
+        }
+    }
     /// The live task whose serial number is `serial` (TaskId::serial), or an empty id: how a
     /// person's "task 12" becomes an id. A scan of the task table.
     [[nodiscard]] TaskId find_task(std::uint64_t serial) noexcept {
@@ -292,7 +300,7 @@ protected:
     Kernel(VirtualClock& clock, Backend backend) : timers_(clock), scopes_(timers_), fd_watches_(backend) {}
     ~Kernel() = default;
 
-    TaskId spawn(std::coroutine_handle<Promise<void>> root);
+    TaskId spawn(std::coroutine_handle<Promise<void>> root, SpawnSite site);
     void kill_task(TaskRecord& record);
     void kill_everything() noexcept;
     template <class KeepGoing>
@@ -366,6 +374,7 @@ private:
 
     void resume(TaskRecord& record);
     void resume_watched(TaskRecord& record);
+    std::string name_of(const TaskRecord& record) const;
     void describe_wait(const TaskRecord& record, TaskInfo& info,
                        const std::unordered_map<const TaskList*, TaskId>& waiters_of,
                        Clock::time_point now_time) const;

@@ -33,12 +33,12 @@ inline bool Kernel::wait_for_exit(TaskId target, TaskExit& exit) {
     return true;
 }
 
-inline TaskId Kernel::spawn(std::coroutine_handle<Promise<void>> root) {
+inline TaskId Kernel::spawn(std::coroutine_handle<Promise<void>> root, SpawnSite site) {
     TaskRecord& record = tasks_.allocate();
     record.root = root;
     record.resume_point = root;
     try {
-        notes_.spawned(record, current_);
+        notes_.spawned(record, current_, site);
     } catch (...) {
         tasks_.free(record);
         throw;

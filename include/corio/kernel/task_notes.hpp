@@ -46,13 +46,30 @@ public:
 
     // ---- Spawners (always noted).
 
-    void spawned(const TaskRecord& child, const TaskRecord* parent) {
+    void spawned(const TaskRecord& child, const TaskRecord* parent, SpawnSite site) {
         if (child.slot >= slots_.size()) {
             slots_.resize(static_cast<std::size_t>(child.slot) + 1);
         }
         Slot& slot = slots_[child.slot];
         slot.parent = parent != nullptr ? TaskTable::id_of(*parent) : TaskId{};
         slot.since = {};
+        slot.site = site;
+        slot.called = nullptr;
+    }
+    // What a task is called when it was given no name: `called` (a string that outlives the
+    // task), else its root coroutine's name. For wrappers (run_until_complete, TaskGroup's
+    // supervisor) that call a task after the coroutine they wrap, without allocating.
+    void call(const TaskRecord& task, const char* called) noexcept {
+        if (task.slot < slots_.size()) {
+            slots_[task.slot].called = called;
+        }
+    }
+    [[nodiscard]] const char* called(const TaskRecord& task) const noexcept {
+        return task.slot < slots_.size() ? slots_[task.slot].called : nullptr;
+    }
+    [[nodiscard]] const SpawnSite& site_of(const TaskRecord& task) const noexcept {
+        static const SpawnSite unknown("", "", 0);
+        return task.slot < slots_.size() ? slots_[task.slot].site : unknown;
     }
     [[nodiscard]] TaskId parent_of(const TaskRecord& task) const noexcept {
         return task.slot < slots_.size() ? slots_[task.slot].parent : TaskId{};
@@ -110,6 +127,8 @@ private:
     struct Slot {
         TaskId parent;
         Clock::time_point since{};
+        SpawnSite site{"", "", 0};
+        const char* called = nullptr;
     };
     std::vector<Slot> slots_; // by TaskRecord::slot
     std::unordered_map<std::uint64_t, std::string> names_;

@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <unordered_map>
 #include <vector>
@@ -50,6 +51,8 @@ struct TaskInfo {
     std::optional<Clock::duration> time_left;
     /// How long it has been waiting (or ready); only while Scheduler::record_wait_times is on.
     std::optional<Clock::duration> waited;
+    /// Where it was spawned: the function, file and line of the add_task or NewTask.
+    FrameInfo spawned_at;
     /// Its frames, the root first, the one it waits in last. Empty while it runs, or before it
     /// first ran.
     std::vector<FrameInfo> stack;
@@ -109,8 +112,9 @@ inline std::vector<TaskInfo> Kernel::snapshot() const {
         TaskInfo& info = tasks.emplace_back();
         info.id = TaskTable::id_of(record);
         info.parent = notes_.parent_of(record);
-        const std::string* given = notes_.name_of(record.serial);
-        info.name = given != nullptr ? *given : record.root.promise().function();
+        info.name = name_of(record);
+        const SpawnSite& site = notes_.site_of(record);
+        info.spawned_at = FrameInfo{site.function, site.file, site.line};
         describe_wait(record, info, waiters_of, now_time);
         if (notes_.recording_wait_times() && notes_.waiting_since(record) != Clock::time_point{} &&
             info.state != TaskInfo::State::running) {
@@ -124,6 +128,25 @@ inline std::vector<TaskInfo> Kernel::snapshot() const {
         }
     });
     return tasks;
+}
+
+// The name given to the task; else what a wrapper called it; else its root coroutine's, or for a
+// lambda (whose coroutine is `operator()`) "lambda@FILE:LINE" with where it was spawned.
+inline std::string Kernel::name_of(const TaskRecord& record) const {
+    if (const std::string* given = notes_.name_of(record.serial)) {
+        return *given;
+    }
+    if (const char* called = notes_.called(record)) {
+        return called;
+    }
+    const std::string_view function = record.root.promise().function();
+    const SpawnSite& site = notes_.site_of(record);
+    if (function != "operator()" || site.line == 0) {
+        return std::string(function);
+    }
+    std::string_view file = site.file;
+    file.remove_prefix(file.rfind('/') == std::string_view::npos ? 0 : file.rfind('/') + 1);
+    return "lambda@" + std::string(file) + ":" + std::to_string(site.line);
 }
 
 inline void Kernel::describe_wait(const TaskRecord& record, TaskInfo& info,
@@ -210,8 +233,7 @@ inline void Kernel::resume_watched(TaskRecord& record) {
         return;
     }
     report.task = id;
-    const std::string* given = notes_.name_of(serial);
-    report.name = given != nullptr ? *given : report.function;
+    report.name = name_of(record);
     try {
         if (notes_.stall_handler()) {
             notes_.stall_handler()(report);
