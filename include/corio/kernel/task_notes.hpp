@@ -20,6 +20,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -52,7 +53,7 @@ public:
         }
         Slot& slot = slots_[child.slot];
         slot.parent = parent != nullptr ? TaskTable::id_of(*parent) : TaskId{};
-        slot.since = {};
+        slot.since = unknown;
         slot.site = site;
         slot.called = nullptr;
     }
@@ -68,8 +69,8 @@ public:
         return task.slot < slots_.size() ? slots_[task.slot].called : nullptr;
     }
     [[nodiscard]] const SpawnSite& site_of(const TaskRecord& task) const noexcept {
-        static const SpawnSite unknown("", "", 0);
-        return task.slot < slots_.size() ? slots_[task.slot].site : unknown;
+        static const SpawnSite nowhere("", "", 0);
+        return task.slot < slots_.size() ? slots_[task.slot].site : nowhere;
     }
     [[nodiscard]] TaskId parent_of(const TaskRecord& task) const noexcept {
         return task.slot < slots_.size() ? slots_[task.slot].parent : TaskId{};
@@ -100,7 +101,15 @@ public:
 
     // ---- Wait times.
 
-    void record_wait_times(bool on) noexcept { recording_waits_ = on; }
+    // Turned on, it forgets what it noted before: a wait begun while it was off was not seen.
+    void record_wait_times(bool on) noexcept {
+        if (on && !recording_waits_) {
+            for (Slot& slot : slots_) {
+                slot.since = unknown;
+            }
+        }
+        recording_waits_ = on;
+    }
     [[nodiscard]] bool recording_wait_times() const noexcept { return recording_waits_; }
     // The task begins to wait (or to be ready) at `now`.
     void waits_from(const TaskRecord& task, Clock::time_point now) noexcept {
@@ -108,9 +117,12 @@ public:
             slots_[task.slot].since = now;
         }
     }
-    // Since when the task waits; the epoch when that was not recorded.
-    [[nodiscard]] Clock::time_point waiting_since(const TaskRecord& task) const noexcept {
-        return task.slot < slots_.size() ? slots_[task.slot].since : Clock::time_point{};
+    // Since when the task waits, if that was recorded.
+    [[nodiscard]] std::optional<Clock::time_point> waiting_since(const TaskRecord& task) const noexcept {
+        if (task.slot >= slots_.size() || slots_[task.slot].since == unknown) {
+            return std::nullopt;
+        }
+        return slots_[task.slot].since;
     }
 
     // ---- Stall warnings.
@@ -124,9 +136,11 @@ public:
     [[nodiscard]] const StallHandler& stall_handler() const noexcept { return stall_handler_; }
 
 private:
+    static constexpr Clock::time_point unknown = Clock::time_point::min(); // a virtual clock starts at 0
+
     struct Slot {
         TaskId parent;
-        Clock::time_point since{};
+        Clock::time_point since = unknown;
         SpawnSite site{"", "", 0};
         const char* called = nullptr;
     };

@@ -116,9 +116,9 @@ inline std::vector<TaskInfo> Kernel::snapshot() const {
         const SpawnSite& site = notes_.site_of(record);
         info.spawned_at = FrameInfo{site.function, site.file, site.line};
         describe_wait(record, info, waiters_of, now_time);
-        if (notes_.recording_wait_times() && notes_.waiting_since(record) != Clock::time_point{} &&
-            info.state != TaskInfo::State::running) {
-            info.waited = now_time - notes_.waiting_since(record);
+        const std::optional<Clock::time_point> since = notes_.waiting_since(record);
+        if (notes_.recording_wait_times() && since && info.state != TaskInfo::State::running) {
+            info.waited = now_time - *since;
         }
         if (info.state != TaskInfo::State::running && info.state != TaskInfo::State::dying &&
             record.root.promise().line() != 0) { // 0: the task has not run yet
