@@ -100,8 +100,7 @@ public:
 
     /// Adds a task to the ready queue; it first runs in a later pass of the loop. (`site`, filled
     /// in by the compiler, is where it was spawned, for introspection.)
-    TaskId add_task(Task<> task, detail::SpawnSite site = detail::SpawnSite(__builtin_FUNCTION(), __builtin_FILE(),
-                                                                              __builtin_LINE())) {
+    TaskId add_task(Task<> task, detail::SpawnSite site = detail::SpawnSite(__builtin_FILE(), __builtin_LINE())) {
         if (!task.valid() || task.done()) {
             throw std::invalid_argument("corio: add_task needs a Task that has not run");
         }

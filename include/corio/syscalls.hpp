@@ -30,8 +30,7 @@ struct [[nodiscard]] NewTask {
     /// Takes the task to spawn; it must not have run yet. (`spawned_at`, filled in by the
     /// compiler, is where, for introspection.)
     [[nodiscard]] explicit NewTask(Task<> spawned,
-                                   detail::SpawnSite spawned_at = detail::SpawnSite(__builtin_FUNCTION(), __builtin_FILE(),
-                                                                                    __builtin_LINE())) noexcept
+                                   detail::SpawnSite spawned_at = detail::SpawnSite(__builtin_FILE(), __builtin_LINE())) noexcept
         : task(std::move(spawned)), site(spawned_at) {}
 
     Task<> task;  ///< The task to add; moved into the Scheduler by handle().

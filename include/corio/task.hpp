@@ -129,9 +129,8 @@ struct FrameOrigin {
 
 // Where a task was spawned (add_task, NewTask): a default argument, filled in at the call.
 struct SpawnSite {
-    explicit SpawnSite(const char* function_name, const char* file_name, std::uint32_t line_number) noexcept
-        : function(function_name), file(file_name), line(line_number) {}
-    const char* function;
+    explicit SpawnSite(const char* file_name, std::uint32_t line_number) noexcept
+        : file(file_name), line(line_number) {}
     const char* file;
     std::uint32_t line;
 };

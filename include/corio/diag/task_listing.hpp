@@ -137,7 +137,7 @@ inline std::string format_pstree(const std::vector<TaskInfo>& tasks) {
 
 /// One task's frames, the one it waits in first (as a debugger prints a stack):
 ///     task 7 (handle_client), waiting on fd 9 read (recv) for 2.50s
-///       spawned by task 1 in serve at examples/echo_server.cpp:80
+///       spawned by task 1 at examples/echo_server.cpp:80
 ///       #0 echo_once at examples/echo_server.cpp:41
 ///       #1 handle_client at examples/echo_server.cpp:63
 inline std::string format_where(const TaskInfo& task) {
@@ -153,13 +153,12 @@ inline std::string format_where(const TaskInfo& task) {
         out += ", " + format_duration(*task.time_left) + " left";
     }
     out += '\n';
-    if (task.spawned_at.line != 0) {
+    if (task.spawned_line != 0) {
         out += "  spawned";
         if (task.parent) {
             out += " by task " + std::to_string(task.parent.serial());
         }
-        out += " in " + task.spawned_at.function + " at " + task.spawned_at.file + ":" +
-               std::to_string(task.spawned_at.line) + "\n";
+        out += " at " + task.spawned_file + ":" + std::to_string(task.spawned_line) + "\n";
     }
     if (task.stack.empty()) {
         out += task.state == TaskInfo::State::running ? "  (running: no stack while it runs)\n"

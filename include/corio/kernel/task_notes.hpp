@@ -4,8 +4,9 @@
 // renderings and monitor of corio/diag/.
 //
 // Costs, by what is switched on:
-//   * always: the spawner's id, one store per spawn into a table by slot (beside the TaskRecords,
-//     which stay at 96 bytes); each frame's line, two stores per co_await (task.hpp).
+//   * always: the spawner, the spawn site and what a wrapper calls the task, 32 bytes a task in a
+//     table by slot (beside the TaskRecords, which stay at 96 bytes), written once per spawn; each
+//     frame's origin and line, 32 bytes a frame and two stores per co_await (task.hpp).
 //   * names: a hash map by serial number, touched only when a task is named or ends while any is.
 //   * wait times (record_wait_times): a clock read each time a task begins to wait.
 //   * stall warnings (warn_of_stalls): two clock reads per resumption.
@@ -16,6 +17,7 @@
 #include "corio/kernel/task_record.hpp"
 #include "corio/kernel/task_table.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -23,6 +25,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace corio {
@@ -52,10 +55,21 @@ public:
             slots_.resize(static_cast<std::size_t>(child.slot) + 1);
         }
         Slot& slot = slots_[child.slot];
-        slot.parent = parent != nullptr ? TaskTable::id_of(*parent) : TaskId{};
-        slot.since = unknown;
-        slot.site = site;
+        slot.parent = parent != nullptr ? parent->serial : 0;
+        slot.site_file = site.file;
         slot.called = nullptr;
+        slot.site_line = site.line;
+    }
+    // The serial number of the task's spawner (0: none).
+    [[nodiscard]] std::uint64_t parent_of(const TaskRecord& task) const noexcept {
+        return task.slot < slots_.size() ? slots_[task.slot].parent : 0;
+    }
+    // Where the task was spawned: file and line (line 0: unknown).
+    [[nodiscard]] std::pair<const char*, std::uint32_t> site_of(const TaskRecord& task) const noexcept {
+        if (task.slot >= slots_.size()) {
+            return {"", 0};
+        }
+        return {slots_[task.slot].site_file, slots_[task.slot].site_line};
     }
     // What a task is called when it was given no name: `called` (a string that outlives the
     // task), else its root coroutine's name. For wrappers (run_until_complete, TaskGroup's
@@ -67,13 +81,6 @@ public:
     }
     [[nodiscard]] const char* called(const TaskRecord& task) const noexcept {
         return task.slot < slots_.size() ? slots_[task.slot].called : nullptr;
-    }
-    [[nodiscard]] const SpawnSite& site_of(const TaskRecord& task) const noexcept {
-        static const SpawnSite nowhere("", "", 0);
-        return task.slot < slots_.size() ? slots_[task.slot].site : nowhere;
-    }
-    [[nodiscard]] TaskId parent_of(const TaskRecord& task) const noexcept {
-        return task.slot < slots_.size() ? slots_[task.slot].parent : TaskId{};
     }
 
     // ---- Names.
@@ -99,30 +106,32 @@ public:
         }
     }
 
-    // ---- Wait times.
+    // ---- Wait times (a table of their own, touched only while they are recorded).
 
     // Turned on, it forgets what it noted before: a wait begun while it was off was not seen.
     void record_wait_times(bool on) noexcept {
         if (on && !recording_waits_) {
-            for (Slot& slot : slots_) {
-                slot.since = unknown;
-            }
+            std::fill(since_.begin(), since_.end(), unknown);
         }
         recording_waits_ = on;
     }
     [[nodiscard]] bool recording_wait_times() const noexcept { return recording_waits_; }
     // The task begins to wait (or to be ready) at `now`.
     void waits_from(const TaskRecord& task, Clock::time_point now) noexcept {
-        if (task.slot < slots_.size()) {
-            slots_[task.slot].since = now;
+        try {
+            if (task.slot >= since_.size()) {
+                since_.resize(static_cast<std::size_t>(task.slot) + 1, unknown);
+            }
+            since_[task.slot] = now;
+        } catch (...) { // no memory for the table: this wait goes unrecorded
         }
     }
     // Since when the task waits, if that was recorded.
     [[nodiscard]] std::optional<Clock::time_point> waiting_since(const TaskRecord& task) const noexcept {
-        if (task.slot >= slots_.size() || slots_[task.slot].since == unknown) {
+        if (task.slot >= since_.size() || since_[task.slot] == unknown) {
             return std::nullopt;
         }
-        return slots_[task.slot].since;
+        return since_[task.slot];
     }
 
     // ---- Stall warnings.
@@ -138,13 +147,15 @@ public:
 private:
     static constexpr Clock::time_point unknown = Clock::time_point::min(); // a virtual clock starts at 0
 
+    // 32 bytes a task (64-bit), beside its TaskRecord.
     struct Slot {
-        TaskId parent;
-        Clock::time_point since = unknown;
-        SpawnSite site{"", "", 0};
+        std::uint64_t parent = 0; // the spawner's serial number
+        const char* site_file = "";
         const char* called = nullptr;
+        std::uint32_t site_line = 0;
     };
     std::vector<Slot> slots_; // by TaskRecord::slot
+    std::vector<Clock::time_point> since_; // by TaskRecord::slot, while wait times are recorded
     std::unordered_map<std::uint64_t, std::string> names_;
     Clock::duration stall_threshold_{};
     StallHandler stall_handler_;

@@ -16,6 +16,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <type_traits>
 #include <unordered_map>
 #include <vector>
@@ -51,8 +52,9 @@ struct TaskInfo {
     std::optional<Clock::duration> time_left;
     /// How long it has been waiting (or ready); only while Scheduler::record_wait_times is on.
     std::optional<Clock::duration> waited;
-    /// Where it was spawned: the function, file and line of the add_task or NewTask.
-    FrameInfo spawned_at;
+    /// Where it was spawned: the file and line of the add_task or NewTask (line 0: unknown).
+    std::string spawned_file;
+    std::uint32_t spawned_line = 0;
     /// Its frames, the root first, the one it waits in last. Empty while it runs, or before it
     /// first ran.
     std::vector<FrameInfo> stack;
@@ -99,22 +101,27 @@ inline const char* operation_word(FdOperation::Kind kind) noexcept {
 
 inline std::vector<TaskInfo> Kernel::snapshot() const {
     const Clock::time_point now_time = now();
-    // Tasks waiting for a task are in its `waiters` list: which list is whose, once for all.
+    // Tasks waiting for a task are in its `waiters` list: which list is whose, once for all; and
+    // the ids of the live tasks by serial number, for their children's parents.
     std::unordered_map<const TaskList*, TaskId> waiters_of;
+    std::unordered_map<std::uint64_t, TaskId> by_serial;
     tasks_.each_live([&](const TaskRecord& record) {
         if (!record.waiters.empty()) {
             waiters_of.emplace(&record.waiters, TaskTable::id_of(record));
         }
+        by_serial.emplace(record.serial, TaskTable::id_of(record));
     });
     std::vector<TaskInfo> tasks;
     tasks.reserve(tasks_.size());
     tasks_.each_live([&](const TaskRecord& record) {
         TaskInfo& info = tasks.emplace_back();
         info.id = TaskTable::id_of(record);
-        info.parent = notes_.parent_of(record);
+        if (const std::uint64_t parent = notes_.parent_of(record)) {
+            const auto found = by_serial.find(parent);
+            info.parent = found != by_serial.end() ? found->second : TaskTable::ended_id(parent);
+        }
         info.name = name_of(record);
-        const SpawnSite& site = notes_.site_of(record);
-        info.spawned_at = FrameInfo{site.function, site.file, site.line};
+        std::tie(info.spawned_file, info.spawned_line) = notes_.site_of(record);
         describe_wait(record, info, waiters_of, now_time);
         const std::optional<Clock::time_point> since = notes_.waiting_since(record);
         if (notes_.recording_wait_times() && since && info.state != TaskInfo::State::running) {
@@ -140,13 +147,13 @@ inline std::string Kernel::name_of(const TaskRecord& record) const {
         return called;
     }
     const std::string_view function = record.root.promise().function();
-    const SpawnSite& site = notes_.site_of(record);
-    if (function != "operator()" || site.line == 0) {
+    const auto [site_file, site_line] = notes_.site_of(record);
+    if (function != "operator()" || site_line == 0) {
         return std::string(function);
     }
-    std::string_view file = site.file;
+    std::string_view file = site_file;
     file.remove_prefix(file.rfind('/') == std::string_view::npos ? 0 : file.rfind('/') + 1);
-    return "lambda@" + std::string(file) + ":" + std::to_string(site.line);
+    return "lambda@" + std::string(file) + ":" + std::to_string(site_line);
 }
 
 inline void Kernel::describe_wait(const TaskRecord& record, TaskInfo& info,

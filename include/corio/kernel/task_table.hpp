@@ -39,6 +39,9 @@ public:
         return record.serial == id.serial_ ? &record : nullptr;
     }
 
+    // The id of a task that has ended, from its serial number: it names no task.
+    static TaskId ended_id(std::uint64_t serial) noexcept { return TaskId(serial, no_slot); }
+
     [[nodiscard]] std::size_t size() const noexcept { return live_; }
     [[nodiscard]] std::uint64_t last_serial() const noexcept { return last_serial_; }
 
