@@ -301,6 +301,7 @@ protected:
     ~Kernel() = default;
 
     TaskId spawn(std::coroutine_handle<Promise<void>> root, SpawnSite site);
+    void make_room_in_notes(TaskRecord& record);
     void kill_task(TaskRecord& record);
     void kill_everything() noexcept;
     template <class KeepGoing>

@@ -35,19 +35,28 @@ inline bool Kernel::wait_for_exit(TaskId target, TaskExit& exit) {
 
 inline TaskId Kernel::spawn(std::coroutine_handle<Promise<void>> root, SpawnSite site) {
     TaskRecord& record = tasks_.allocate();
+    if (!notes_.has_room_for(record)) [[unlikely]] {
+        make_room_in_notes(record); // a new slot: the notes grow with the table
+    }
     record.root = root;
     record.resume_point = root;
-    try {
-        notes_.spawned(record, current_, site);
-    } catch (...) {
-        tasks_.free(record);
-        throw;
-    }
+    notes_.spawned(record, current_, site);
     if (notes_.recording_wait_times()) [[unlikely]] {
         notes_.waits_from(record, now());
     }
     tasks_.make_ready(record);
     return TaskTable::id_of(record);
+}
+
+// Out of the spawn path, which it would keep from being inlined: the notes' table grows by a
+// slot; without memory for it, the new task's slot is freed and std::bad_alloc thrown.
+[[gnu::noinline]] inline void Kernel::make_room_in_notes(TaskRecord& record) {
+    try {
+        notes_.make_room_for(record);
+    } catch (...) {
+        tasks_.free(record);
+        throw;
+    }
 }
 
 // Destroys a task now: taken off what it waits on, its frames destroyed (destructors run, and may

@@ -50,10 +50,10 @@ public:
 
     // ---- Spawners (always noted).
 
-    void spawned(const TaskRecord& child, const TaskRecord* parent, SpawnSite site) {
-        if (child.slot >= slots_.size()) {
-            slots_.resize(static_cast<std::size_t>(child.slot) + 1);
-        }
+    [[nodiscard]] bool has_room_for(const TaskRecord& task) const noexcept { return task.slot < slots_.size(); }
+    void make_room_for(const TaskRecord& task) { slots_.resize(static_cast<std::size_t>(task.slot) + 1); }
+    // A task was spawned in a slot there is room for (make_room_for).
+    void spawned(const TaskRecord& child, const TaskRecord* parent, SpawnSite site) noexcept {
         Slot& slot = slots_[child.slot];
         slot.parent = parent != nullptr ? parent->serial : 0;
         slot.site_file = site.file;
