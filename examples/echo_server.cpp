@@ -1,7 +1,7 @@
 // echo_server - sends every byte it receives back to whoever sent it, to any number of clients.
 //
 //     echo_server [--host H] [--port P] [--backlog N] [--threads N] [--idle-timeout SECONDS]
-//                 [--tls CERT KEY] [--verbose]
+//                 [--tls CERT KEY] [--monitor PATH] [--verbose]
 //
 // Once it accepts connections it prints `listening on HOST:PORT` (with --port 0 the kernel picks
 // the port, and that line says which). It runs until SIGINT or SIGTERM and then exits with status
@@ -28,6 +28,12 @@
 //     (corio::TlsStream). A client has the idle timeout, or 10 s, to finish its handshake; the
 //     echo ends with a close_notify each way, and a client that leaves without one is logged as
 //     the truncation it is. Try `openssl s_client -connect 127.0.0.1:5001`.
+//   * --monitor PATH (off by default): corio's task monitor (corio/diag/monitor.hpp) on a Unix
+//     socket PATH, or on a loopback HOST:PORT (e.g. 127.0.0.1:0): `echo ps | nc -U PATH` lists
+//     the tasks, `where N` shows where task N waits, `kill N` kills it. Once listening, the server
+//     prints `monitor on ADDRESS` after its `listening on` line, and removes the socket file when
+//     it exits. A path that exists already, or an address that is not loopback, is a bad command
+//     line (status 2). With --threads N, the monitor watches the first thread's Scheduler only.
 #include <chrono>
 #include <cstddef>
 #include <exception>
@@ -44,6 +50,7 @@
 #include <corio/corio.hpp>
 
 #include "common/acceptor.hpp"
+#include "common/monitor_option.hpp"
 #include "common/options.hpp"
 #include "common/server.hpp"
 #include "common/tls_option.hpp"
@@ -135,9 +142,14 @@ corio::Task<> handle_tls_client(corio::AsyncSocket socket, corio::TlsContext con
 #endif
 
 // The listener: accept connections forever, each one served by a task of its own.
-// `thread`: "" with one thread, " on thread N" with several (for the log).
+// `thread`: "" with one thread, " on thread N" with several (for the log). `monitor`: the
+// --monitor listener, on the first thread only.
 corio::Task<> echo_server(corio::AsyncSocket listener, bool verbose, IdleTimeout idle,
-                          std::string thread, [[maybe_unused]] examples::ServerTls tls) {
+                          std::string thread, [[maybe_unused]] examples::ServerTls tls,
+                          std::optional<corio::AsyncSocket> monitor) {
+    // Its root coroutine is run_on_threads' (run_root): a name says what it is in the monitor.
+    co_await corio::NameTask{"accept loop"};
+    co_await examples::serve_monitor_from_here(std::move(monitor));
     examples::Acceptor acceptor(std::move(listener), verbose); // copes with running out of fds
     for (;;) {
         auto [client, peer] = co_await acceptor.accept();
@@ -160,6 +172,7 @@ int main(int argc, char* argv[]) {
     bool verbose = false;
     std::optional<std::chrono::nanoseconds> idle_timeout;
     examples::ServerTls tls;
+    examples::MonitorOption monitor; // removes its socket file when main returns
     if (const auto status = examples::parse_command_line(
             argc, argv, "echo_server", "Sends every byte it receives back to its sender.",
             {examples::host_option(server.host), examples::port_option(server.port),
@@ -168,6 +181,7 @@ int main(int argc, char* argv[]) {
                                       "disconnect a client silent for that long (e.g. 0.2)",
                                       idle_timeout),
              examples::tls_option(tls, "echo inside TLS with this certificate chain and key (PEM)"),
+             monitor.option("; with --threads, for the first thread"),
              examples::flag_option("--verbose", "log each connection to stderr", verbose)})) {
         return *status; // --help, or a bad command line
     }
@@ -178,8 +192,10 @@ int main(int argc, char* argv[]) {
     const bool several = server.threads > 1;
     return examples::run_server(
         "echo_server", server,
-        [verbose, idle, several, &tls](corio::AsyncSocket listener, unsigned index) {
+        // Only the first thread touches `monitor` (it takes it): no two threads share it.
+        [verbose, idle, several, &tls, &monitor](corio::AsyncSocket listener, unsigned index) {
             return echo_server(std::move(listener), verbose, idle,
-                               several ? " on thread " + std::to_string(index) : "", tls);
+                               several ? " on thread " + std::to_string(index) : "", tls,
+                               index == 0 ? monitor.take() : std::nullopt);
         });
 }

@@ -1,7 +1,7 @@
 // http_server - serves files over HTTP/1.1 to browsers, any number of connections at once.
 //
 //     http_server [--host H] [--port P] [--backlog N] [--root DIR | --file PATH]
-//                 [--idle-timeout SECONDS] [--tls CERT KEY] [--verbose]
+//                 [--idle-timeout SECONDS] [--tls CERT KEY] [--monitor PATH] [--verbose]
 //
 // By default it serves the small site in `www/` beside the executable (the build copies
 // examples/www there) on 127.0.0.1:8000: open http://127.0.0.1:8000/ in a browser, in as many tabs
@@ -43,6 +43,12 @@
 //     `curl --cacert CERT https://localhost:8000/`.
 //   * files are read on the loop's thread (pread(), sendfile()): fine for a local disk; a server of
 //     large files on slow disks would hand that to a thread pool.
+//   * --monitor PATH (off by default): corio's task monitor (corio/diag/monitor.hpp) on a Unix
+//     socket PATH or a loopback HOST:PORT: `echo ps | nc -U PATH` lists the tasks (the listener,
+//     one serve_connection per connection, and what each waits on), `where N` shows where task N
+//     waits (e.g. a connection stuck in send_file), `kill N` ends it. The server then prints
+//     `monitor on ADDRESS` after its `listening on` line, and removes the socket file when it
+//     exits. A path that exists already, or an address that is not loopback, is a bad command line.
 #include <algorithm>
 #include <array>
 #include <cerrno>
@@ -74,6 +80,7 @@
 #include <corio/corio.hpp>
 
 #include "common/acceptor.hpp"
+#include "common/monitor_option.hpp"
 #include "common/options.hpp"
 #include "common/server.hpp"
 #include "common/tls_option.hpp"
@@ -422,7 +429,11 @@ corio::Task<> serve_tls_connection(corio::AsyncSocket socket, corio::TlsContext 
 #endif
 
 corio::Task<> http_server(corio::AsyncSocket listener, const Settings& settings,
-                          [[maybe_unused]] examples::ServerTls tls) { // unused without OpenSSL
+                          [[maybe_unused]] examples::ServerTls tls, // unused without OpenSSL
+                          std::optional<corio::AsyncSocket> monitor) {
+    // Its root coroutine is run_on_threads' (run_root): a name says what it is in the monitor.
+    co_await corio::NameTask{"accept loop"};
+    co_await examples::serve_monitor_from_here(std::move(monitor));
     examples::Acceptor acceptor(std::move(listener), settings.verbose);
     for (;;) {
         corio::Accepted accepted = co_await acceptor.accept();
@@ -466,6 +477,7 @@ int main(int argc, char* argv[]) {
     std::optional<std::chrono::nanoseconds> idle_timeout;
     bool verbose = false;
     examples::ServerTls tls;
+    examples::MonitorOption monitor; // removes its socket file when main returns
     // For the tests of the fallback (see http/site.hpp): no openat2, even where the kernel has it.
     const char* no_openat2 = std::getenv("CORIO_HTTP_SERVER_NO_OPENAT2");
     const http::Confinement wanted = no_openat2 != nullptr && std::string_view(no_openat2) == "1"
@@ -481,6 +493,7 @@ int main(int argc, char* argv[]) {
              examples::seconds_option(
                  "--idle-timeout", "time a client has for each request (default 10)", idle_timeout),
              examples::tls_option(tls, "serve HTTPS with this certificate chain and key (PEM)"),
+             monitor.option(),
              examples::flag_option("--verbose", "log each request to stderr", verbose)})) {
         return *status; // --help, or a bad command line
     }
@@ -509,8 +522,9 @@ int main(int argc, char* argv[]) {
                                     idle_timeout.value_or(std::chrono::seconds(10))),
                                 verbose};
         return examples::run_server("http_server", server,
-                                    [&settings, &tls](corio::AsyncSocket listener) {
-                                        return http_server(std::move(listener), settings, tls);
+                                    [&settings, &tls, &monitor](corio::AsyncSocket listener) {
+                                        return http_server(std::move(listener), settings, tls,
+                                                           monitor.take());
                                     });
     } catch (const std::system_error& error) { // the site cannot be opened
         std::cerr << "http_server: " << error.what() << '\n';

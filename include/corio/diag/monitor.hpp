@@ -10,9 +10,13 @@
 //
 // Each connection is a task of its own ("monitor client"), reading commands a line at a time. A
 // line longer than max_line, or with a byte that is not printable text, is answered with an error
-// and the connection is closed: garbage costs the loop nothing but that. At most max_clients
-// connections are served at once; more are told so and closed. While it serves, the monitor
-// records since when each task waits (Scheduler::record_wait_times: a clock read per wait).
+// and the connection is closed: garbage costs the loop nothing but that. (Closed cleanly: the
+// error, then the end of the stream; what the peer still sends is dropped first, a bounded amount
+// for a bounded time, since a socket closed with bytes unread resets the connection and the
+// error can be lost with it.) A peer that goes away, even in the middle of an answer, ends its
+// connection and nothing else: the client task never fails. At most max_clients connections are
+// served at once; more are told so and closed. While it serves, the monitor records since when
+// each task waits (Scheduler::record_wait_times: a clock read per wait).
 #pragma once
 
 #include "corio/diag/task_listing.hpp"
@@ -20,6 +24,7 @@
 #include "corio/net/socket_address.hpp"
 #include "corio/scheduler.hpp"
 #include "corio/syscalls.hpp"
+#include "corio/timeout.hpp"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -163,44 +168,103 @@ inline AsyncSocket monitor_listener(std::string_view where) {
 
 namespace detail {
 
-// One monitor connection: commands a line at a time until the peer closes, or sends garbage.
-inline Task<> serve_monitor_client(Scheduler& kernel, AsyncSocket client, MonitorLimits limits,
-                                   std::shared_ptr<std::size_t> clients) {
-    struct Count {
-        std::shared_ptr<std::size_t> clients;
-        ~Count() { --*clients; }
-    } count{std::move(clients)};
-    co_await NameTask{"monitor client"};
-    std::string pending;
-    std::vector<char> buffer(512);
-    for (;;) {
-        std::size_t newline = 0;
-        while ((newline = pending.find('\n')) == std::string::npos) {
-            if (pending.size() > limits.max_line) {
-                co_await client.send_all(std::string_view("error: line too long\n"));
-                co_return;
-            }
-            const std::size_t received = co_await client.recv(buffer);
-            if (received == 0) {
-                co_return;
-            }
-            pending.append(buffer.data(), received);
+// A place among MonitorLimits::max_clients, held by a client task's frame. A parameter of the
+// coroutine, so that the place comes back whenever the frame goes: also when the task is killed
+// before it first runs, which a count kept by the coroutine's body would miss (the place would be
+// lost for good, and after max_clients such kills nobody would be served).
+class MonitorPlace {
+public:
+    explicit MonitorPlace(std::shared_ptr<std::size_t> clients) noexcept : clients_(std::move(clients)) {
+        ++*clients_;
+    }
+    MonitorPlace(MonitorPlace&& other) noexcept = default; // leaves `other` empty
+    MonitorPlace(const MonitorPlace&) = delete;
+    MonitorPlace& operator=(const MonitorPlace&) = delete;
+    MonitorPlace& operator=(MonitorPlace&&) = delete;
+    ~MonitorPlace() {
+        if (clients_) {
+            --*clients_;
         }
-        const std::string line = pending.substr(0, newline);
-        pending.erase(0, newline + 1);
-        if (line.size() > limits.max_line) {
-            co_await client.send_all(std::string_view("error: line too long\n"));
+    }
+
+private:
+    std::shared_ptr<std::size_t> clients_;
+};
+
+// Ends a connection the monitor will not serve further: `error`, then our end of the stream, then
+// what the peer still sends is read and dropped (at most 1 MiB, for at most a second) before the
+// socket closes. A socket closed with bytes unread resets the connection (TCP sends a RST that
+// may destroy the error before the peer reads it; a Unix peer reads ECONNRESET, not the end).
+inline Task<> refuse_client(Scheduler& kernel, AsyncSocket& client, std::string_view error,
+                            std::vector<char>& buffer) {
+    co_await client.send_all(error);
+    client.shutdown_write();
+    const Scheduler::Clock::time_point until = kernel.deadline_after(std::chrono::seconds(1));
+    std::size_t dropped = 0;
+    while (dropped < (std::size_t{1} << 20)) {
+        const std::optional<std::size_t> received = co_await ignore_at(until, client.recv(buffer));
+        if (!received || *received == 0) {
             co_return;
         }
-        for (const char c : line) {
-            const auto byte = static_cast<unsigned char>(c);
-            if (byte != '\r' && byte != '\t' && (byte < 0x20 || byte >= 0x7f)) {
-                co_await client.send_all(std::string_view("error: not a text command\n"));
+        dropped += *received;
+    }
+}
+
+// Refuses a connection beyond max_clients without a task for it: the error, our end of the
+// stream, and what the peer sent already is dropped without waiting (see refuse_client: it makes
+// a reset less likely, though a peer that sends later may still get one).
+inline void refuse_at_once(const AsyncSocket& socket) noexcept {
+    constexpr std::string_view refusal = "error: too many monitor clients\n";
+    static_cast<void>(::send(socket.fd(), refusal.data(), refusal.size(), MSG_NOSIGNAL));
+    static_cast<void>(::shutdown(socket.fd(), SHUT_WR));
+    char dropped[512];
+    for (int i = 0; i < 128 && ::recv(socket.fd(), dropped, sizeof dropped, MSG_DONTWAIT) > 0; ++i) {
+    }
+}
+
+// One monitor connection: commands a line at a time until the peer closes, or sends garbage.
+inline Task<> serve_monitor_client(Scheduler& kernel, AsyncSocket client, MonitorLimits limits,
+                                   [[maybe_unused]] MonitorPlace place) {
+    co_await NameTask{"monitor client"};
+    std::vector<char> buffer(512);
+    try {
+        std::string pending;
+        for (;;) {
+            std::size_t newline = 0;
+            while ((newline = pending.find('\n')) == std::string::npos) {
+                if (pending.size() > limits.max_line) {
+                    co_await refuse_client(kernel, client, "error: line too long\n", buffer);
+                    co_return;
+                }
+                const std::size_t received = co_await client.recv(buffer);
+                if (received == 0) {
+                    co_return;
+                }
+                pending.append(buffer.data(), received);
+            }
+            const std::string line = pending.substr(0, newline);
+            pending.erase(0, newline + 1);
+            if (line.size() > limits.max_line) {
+                co_await refuse_client(kernel, client, "error: line too long\n", buffer);
                 co_return;
             }
+            bool text = true;
+            for (const char c : line) {
+                const auto byte = static_cast<unsigned char>(c);
+                text = text && (byte == '\r' || byte == '\t' || (byte >= 0x20 && byte < 0x7f));
+            }
+            if (!text) {
+                co_await refuse_client(kernel, client, "error: not a text command\n", buffer);
+                co_return;
+            }
+            const std::string answer = answer_monitor_command(kernel, line);
+            co_await client.send_all(std::string_view(answer));
         }
-        const std::string answer = answer_monitor_command(kernel, line);
-        co_await client.send_all(std::string_view(answer));
+    } catch (const std::system_error&) {
+        // The peer went away (a reset, a broken pipe): this connection ends, and nothing else.
+        // Its failure must not reach the Scheduler's exception handler: a program may take any
+        // task's failure as fatal (the example servers do), and a monitor must not be a way to
+        // stop the program it watches.
     }
 }
 
@@ -226,13 +290,34 @@ inline Task<> serve_monitor(Scheduler& kernel, AsyncSocket listener, MonitorLimi
             continue;
         }
         if (*clients >= limits.max_clients) {
-            constexpr std::string_view refusal = "error: too many monitor clients\n";
-            static_cast<void>(::send(accepted->socket.fd(), refusal.data(), refusal.size(), MSG_NOSIGNAL));
+            detail::refuse_at_once(accepted->socket);
             continue; // closed as it goes out of scope
         }
-        ++*clients;
-        co_await NewTask{detail::serve_monitor_client(kernel, std::move(accepted->socket), limits, clients)};
+        // Made before the co_await: no temporary with a destructor in a co_await's operand (GCC 12).
+        Task<> served = detail::serve_monitor_client(kernel, std::move(accepted->socket), limits,
+                                                     detail::MonitorPlace(clients));
+        co_await NewTask{std::move(served)};
     }
+}
+
+namespace detail {
+// `Scheduler& kernel = co_await ThisScheduler{};`: the Scheduler the calling task runs on.
+struct [[nodiscard]] ThisScheduler {
+    [[nodiscard]] ThisScheduler() noexcept = default;
+    Scheduler* kernel = nullptr;
+    bool handle(Scheduler& running, TaskId /*caller*/) noexcept {
+        kernel = &running;
+        return false;
+    }
+    [[nodiscard]] Scheduler& result() const noexcept { return *kernel; }
+};
+} // namespace detail
+
+/// serve_monitor on the Scheduler the task runs on: `co_await NewTask{serve_monitor(listener)}`
+/// from any task, with no Scheduler at hand.
+inline Task<> serve_monitor(AsyncSocket listener, MonitorLimits limits = {}) {
+    Scheduler& kernel = co_await detail::ThisScheduler{};
+    co_await serve_monitor(kernel, std::move(listener), limits);
 }
 
 } // namespace corio

@@ -12,6 +12,7 @@
 #include "corio/signal_wait.hpp"
 #include "corio/syscalls.hpp"
 
+#include <poll.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -33,11 +34,25 @@ inline std::string format_task_dump(const Scheduler& kernel) {
 }
 
 namespace detail {
-// Writes all of `text` to `fd`, blocking: a dump asked for is worth a stalled pass.
+// Writes all of `text` to `fd`, blocking: a dump asked for is worth a stalled pass. A non-blocking
+// fd (stderr is one when a parent made it so, and a dump outgrows a pipe's 64 KiB) is waited for
+// with poll(), but at most 5 s without progress: the rest of the dump is lost then, rather than
+// the loop stopped for good by a reader that never reads.
 inline void write_fully(int fd, std::string_view text) noexcept {
     while (!text.empty()) {
         const ssize_t written = ::write(fd, text.data(), text.size());
         if (written < 0 && errno == EINTR) {
+            continue;
+        }
+        if (written < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            pollfd watched{fd, POLLOUT, 0};
+            int ready = 0;
+            do {
+                ready = ::poll(&watched, 1, 5000);
+            } while (ready < 0 && errno == EINTR);
+            if (ready <= 0) {
+                return; // no room for 5 s: the dump is lost, the program goes on
+            }
             continue;
         }
         if (written <= 0) {
