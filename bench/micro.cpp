@@ -28,6 +28,12 @@
 //                            difference to TimerArmCancel/0 is the cost of arm + cancel itself
 //   SleepExpire              `co_await Sleep{1ns}` in a loop: the timer is armed, already past
 //                            when the loop looks, expires and wakes the task (two clock reads)
+//   Yield_On, SpawnComplete_On  Yield and SpawnComplete with the optional introspection on:
+//                            `record_wait_times(true)` (a clock read each time a task begins to
+//                            wait) and `warn_of_stalls(1s)` (two clock reads per resumption; 1 s
+//                            is never reached here, so nothing is reported): what turning them on
+//                            costs, against the plain ones in the same binary
+//   Yield_WaitTimes, Yield_StallWatch  Yield with only one of the two on
 // Asio (when found), the same shapes:
 //   Asio_PostRoundTrip       a handler that posts itself again (plain callbacks, no coroutine)
 //   Asio_CoPostYield         `co_await asio::post(ex, use_awaitable)` in a loop (Yield's equivalent)
@@ -143,6 +149,33 @@ void Yield(benchmark::State& state) {
 }
 BENCHMARK(Yield);
 
+// The optional introspection of corio::Scheduler, both parts on (off by default).
+void introspection_on(corio::Scheduler& kernel) {
+    kernel.record_wait_times(true);
+    kernel.warn_of_stalls(std::chrono::seconds(1));
+}
+
+void Yield_On(benchmark::State& state) {
+    corio::Scheduler kernel;
+    introspection_on(kernel);
+    kernel.run_until_complete(yield_loop(state));
+}
+BENCHMARK(Yield_On);
+
+void Yield_WaitTimes(benchmark::State& state) {
+    corio::Scheduler kernel;
+    kernel.record_wait_times(true);
+    kernel.run_until_complete(yield_loop(state));
+}
+BENCHMARK(Yield_WaitTimes);
+
+void Yield_StallWatch(benchmark::State& state) {
+    corio::Scheduler kernel;
+    kernel.warn_of_stalls(std::chrono::seconds(1));
+    kernel.run_until_complete(yield_loop(state));
+}
+BENCHMARK(Yield_StallWatch);
+
 void Yield_WatchedFd(benchmark::State& state) {
     SocketPair pair; // outlives the kernel
     corio::Scheduler kernel;
@@ -171,6 +204,16 @@ void SpawnComplete(benchmark::State& state) {
     }
 }
 BENCHMARK(SpawnComplete);
+
+void SpawnComplete_On(benchmark::State& state) {
+    corio::Scheduler kernel;
+    introspection_on(kernel);
+    kernel.run_until_complete(spawn_loop(state));
+    if (kernel.task_count() != 0) {
+        state.SkipWithError("tasks left over");
+    }
+}
+BENCHMARK(SpawnComplete_On);
 
 void AddTaskRun(benchmark::State& state) {
     corio::Scheduler kernel;
