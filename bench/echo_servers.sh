@@ -20,6 +20,8 @@
 #   corio-uring  examples/echo_server with CORIO_BACKEND=io_uring (opt-in)
 #   asio         bench/asio_echo_server (built when Asio is found)
 #   corio-t2     examples/echo_server --threads 2 (opt-in)
+#   corio-monitor examples/echo_server --monitor 127.0.0.1:0: the task monitor served, so wait
+#                times are recorded (a clock read per wait) (opt-in)
 # shellcheck disable=SC2034 # used by the scripts that source this file
 echo_server_default_order=c,c-uring,corio,asio
 
@@ -35,6 +37,7 @@ echo_server_spec() {
         corio-uring) echo "$build/examples/echo_server||CORIO_BACKEND=io_uring|opt-in" ;;
         asio) echo "$build/bench/asio_echo_server|||" ;;
         corio-t2) echo "$build/examples/echo_server|--threads 2||opt-in" ;;
+        corio-monitor) echo "$build/examples/echo_server|--monitor 127.0.0.1:0||opt-in" ;;
         *) return 1 ;;
     esac
 }
