@@ -564,6 +564,39 @@ void converse(const std::string& where_to_listen, bool tcp) {
     require_empty(kernel);
 }
 
+namespace {
+// Asks the monitor to kill its own task while the task's frame is being destroyed.
+struct KillSelfWhenDestroyed {
+    Scheduler* kernel = nullptr;
+    std::uint64_t serial = 0;
+    std::string* answer = nullptr;
+    ~KillSelfWhenDestroyed() {
+        if (kernel != nullptr) {
+            *answer = corio::answer_monitor_command(*kernel, "kill " + std::to_string(serial));
+        }
+    }
+};
+
+Task<> ask_kill_of_self_while_dying(Scheduler& kernel, std::string& answer) {
+    KillSelfWhenDestroyed guard;
+    guard.serial = (co_await corio::GetTid{}).serial();
+    guard.kernel = &kernel;
+    guard.answer = &answer;
+    co_await corio::Sleep{std::chrono::hours(1)};
+}
+} // namespace
+
+TEST_CASE("the monitor's kill N of a task that is ending already is an error, not killed", "[monitor]") {
+    FrameLeakCheck leaks;
+    Scheduler kernel;
+    std::string answer;
+    const TaskId dying = kernel.add_task(ask_kill_of_self_while_dying(kernel, answer));
+    kernel.run_until_complete(yield_times(2));
+    REQUIRE(kernel.kill(dying)); // its destructor asks for its own kill as it dies
+    CHECK(answer == "error: task " + std::to_string(dying.serial()) + " is ending already\n");
+    require_empty(kernel);
+}
+
 TEST_CASE("the monitor answers over a Unix socket in a temporary directory", "[monitor]") {
     TemporaryDirectory directory("corio-monitor-");
     const std::string path = (directory.path() / "monitor.sock").string();

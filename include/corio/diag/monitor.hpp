@@ -126,7 +126,9 @@ inline std::string answer_monitor_command(Scheduler& kernel, std::string_view li
             return "error: no task " + std::to_string(serial) + "\n";
         }
         if (command == "kill") {
-            kernel.kill(id);
+            if (!kernel.kill(id)) {
+                return "error: task " + std::to_string(serial) + " is ending already\n";
+            }
             return "killed " + std::to_string(serial) + "\n";
         }
         for (const TaskInfo& task : kernel.snapshot()) {
