@@ -1134,6 +1134,48 @@ TEST_CASE("monitor dump: dump_tasks_on_signal writes every task and its frames w
     require_empty(kernel);
 }
 
+namespace {
+// SIGPIPE at its default (death) while it lives; this test program ignores it otherwise.
+struct SigpipeDefault {
+    SigpipeDefault() { std::signal(SIGPIPE, SIG_DFL); }
+    SigpipeDefault(const SigpipeDefault&) = delete;
+    SigpipeDefault& operator=(const SigpipeDefault&) = delete;
+    ~SigpipeDefault() { std::signal(SIGPIPE, SIG_IGN); }
+};
+
+bool sigpipe_pending() {
+    sigset_t pending;
+    sigemptyset(&pending);
+    return ::sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1;
+}
+
+Task<> raise_twice_then_stop(Scheduler& kernel, TaskId dumper, bool& dumper_alive) {
+    for (int i = 0; i < 2; ++i) {
+        co_await corio::Yield{};
+        REQUIRE(::raise(SIGUSR1) == 0);
+        co_await corio::Sleep{10ms};
+    }
+    dumper_alive = kernel.contains(dumper);
+    kernel.kill(dumper);
+}
+} // namespace
+
+TEST_CASE("monitor dump: a dump to a pipe whose reader is gone is lost, the process goes on", "[monitor]") {
+    corio::claim_signals({SIGUSR1});
+    corio::run(take_leftovers());
+    FrameLeakCheck leaks;
+    const SigpipeDefault deadly; // without the fix, the write below ends this test program
+    FdPair pipe = make_pipe();
+    pipe.first.reset(); // nobody will read
+    Scheduler kernel;
+    const TaskId dumper = kernel.add_task(corio::dump_tasks_on_signal(kernel, SIGUSR1, pipe.second.get()));
+    bool dumper_alive = false;
+    REQUIRE(run_until_ended(kernel, {kernel.add_task(raise_twice_then_stop(kernel, dumper, dumper_alive))}));
+    CHECK(dumper_alive); // both dumps were lost, and it waited for the next signal
+    CHECK_FALSE(sigpipe_pending());
+    require_empty(kernel);
+}
+
 // Many tasks, so that the dump outgrows a pipe's buffer; the write end is non-blocking, as
 // stderr may be. A thread reads the pipe meanwhile (the loop's thread writes the dump).
 // Raises the signal, then waits (bounded) until the reader has begun to read the dump: the dumper

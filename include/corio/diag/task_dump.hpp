@@ -13,6 +13,8 @@
 #include "corio/syscalls.hpp"
 
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -34,11 +36,46 @@ inline std::string format_task_dump(const Scheduler& kernel) {
 }
 
 namespace detail {
+// While it lives, a write to a pipe whose reader is gone fails with EPIPE instead of ending the
+// process by SIGPIPE (whose default is death): SIGPIPE is blocked in this thread, and one that the
+// writes raised is taken back before it is unblocked (sigwait on a pending signal returns at
+// once). One that was pending already is left pending.
+class SigpipeHeld {
+public:
+    SigpipeHeld() noexcept {
+        sigemptyset(&pipe_);
+        sigaddset(&pipe_, SIGPIPE);
+        ::pthread_sigmask(SIG_BLOCK, &pipe_, &before_);
+        was_pending_ = pending();
+    }
+    SigpipeHeld(const SigpipeHeld&) = delete;
+    SigpipeHeld& operator=(const SigpipeHeld&) = delete;
+    ~SigpipeHeld() {
+        if (!was_pending_ && pending()) {
+            int taken = 0;
+            ::sigwait(&pipe_, &taken);
+        }
+        ::pthread_sigmask(SIG_SETMASK, &before_, nullptr);
+    }
+
+private:
+    bool pending() const noexcept {
+        sigset_t now;
+        sigemptyset(&now);
+        return ::sigpending(&now) == 0 && sigismember(&now, SIGPIPE) == 1;
+    }
+
+    sigset_t pipe_;
+    sigset_t before_;
+    bool was_pending_ = false;
+};
+
 // Writes all of `text` to `fd`, blocking: a dump asked for is worth a stalled pass. A non-blocking
 // fd (stderr is one when a parent made it so, and a dump outgrows a pipe's 64 KiB) is waited for
 // with poll(), but at most 5 s without progress: the rest of the dump is lost then, rather than
 // the loop stopped for good by a reader that never reads.
 inline void write_fully(int fd, std::string_view text) noexcept {
+    const SigpipeHeld held; // a reader that went away loses the dump, not the process
     while (!text.empty()) {
         const ssize_t written = ::write(fd, text.data(), text.size());
         if (written < 0 && errno == EINTR) {
