@@ -102,7 +102,7 @@ public:
             self.state = TaskState::running;
             return false;
         }
-        if (notes_.recording_wait_times()) [[unlikely]] {
+        if (recording_waits_) [[unlikely]] {
             notes_.waits_from(self, now());
         }
         if (self.expired_scopes > 0 && !self.kill_requested) [[unlikely]] {
@@ -288,11 +288,17 @@ public:
         return record != nullptr ? TaskTable::id_of(*record) : TaskId{};
     }
     /// Notes since when each task waits (a clock read per wait), for TaskInfo::waited. Off by default.
-    void record_wait_times(bool on) noexcept { notes_.record_wait_times(on); }
+    void record_wait_times(bool on) noexcept {
+        if (on && !recording_waits_) {
+            notes_.forget_wait_times();
+        }
+        recording_waits_ = on;
+    }
     /// Reports every resumption that runs `threshold` or longer without suspending: to `handler`,
     /// or, without one, as a line on stderr. A zero threshold turns it off (the default).
     void warn_of_stalls(Clock::duration threshold, TaskNotes::StallHandler handler = {}) {
         notes_.warn_of_stalls(threshold, std::move(handler));
+        watching_stalls_ = threshold > Clock::duration::zero();
     }
 
 protected:
@@ -312,6 +318,8 @@ protected:
     std::uint32_t resumed_since_poll_ = 0;
     bool running_ = false;
     bool stop_requested_ = false;
+    bool recording_waits_ = false; // record_wait_times: read on every wait
+    bool watching_stalls_ = false; // warn_of_stalls: read on every resumption
     TaskTable tasks_;
     Timers timers_;
     DeadlineScopes scopes_;
@@ -446,7 +454,7 @@ inline void Kernel::resume(TaskRecord& record) {
     ++resumed_since_poll_;
     record.state = TaskState::running;
     current_ = &record;
-    if (notes_.watching_stalls()) [[unlikely]] {
+    if (watching_stalls_) [[unlikely]] {
         resume_watched(record);
     } else {
         record.resume_point.resume();

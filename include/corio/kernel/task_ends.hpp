@@ -41,7 +41,7 @@ inline TaskId Kernel::spawn(std::coroutine_handle<Promise<void>> root, SpawnSite
     record.root = root;
     record.resume_point = root;
     notes_.spawned(record, current_, site);
-    if (notes_.recording_wait_times()) [[unlikely]] {
+    if (recording_waits_) [[unlikely]] {
         notes_.waits_from(record, now());
     }
     tasks_.make_ready(record);

@@ -108,14 +108,10 @@ public:
 
     // ---- Wait times (a table of their own, touched only while they are recorded).
 
-    // Turned on, it forgets what it noted before: a wait begun while it was off was not seen.
-    void record_wait_times(bool on) noexcept {
-        if (on && !recording_waits_) {
-            std::fill(since_.begin(), since_.end(), unknown);
-        }
-        recording_waits_ = on;
-    }
-    [[nodiscard]] bool recording_wait_times() const noexcept { return recording_waits_; }
+    // Whether they are recorded is the kernel's flag (read on every wait, so kept with what every
+    // pass reads). Turned on, it forgets what was noted before: a wait begun while it was off was
+    // not seen.
+    void forget_wait_times() noexcept { std::fill(since_.begin(), since_.end(), unknown); }
     // The task begins to wait (or to be ready) at `now`.
     void waits_from(const TaskRecord& task, Clock::time_point now) noexcept {
         try {
@@ -140,7 +136,6 @@ public:
         stall_threshold_ = threshold;
         stall_handler_ = std::move(handler);
     }
-    [[nodiscard]] bool watching_stalls() const noexcept { return stall_threshold_ > Clock::duration::zero(); }
     [[nodiscard]] Clock::duration stall_threshold() const noexcept { return stall_threshold_; }
     [[nodiscard]] const StallHandler& stall_handler() const noexcept { return stall_handler_; }
 
@@ -159,7 +154,6 @@ private:
     std::unordered_map<std::uint64_t, std::string> names_;
     Clock::duration stall_threshold_{};
     StallHandler stall_handler_;
-    bool recording_waits_ = false;
 };
 
 } // namespace detail

@@ -124,7 +124,7 @@ inline std::vector<TaskInfo> Kernel::snapshot() const {
         std::tie(info.spawned_file, info.spawned_line) = notes_.site_of(record);
         describe_wait(record, info, waiters_of, now_time);
         const std::optional<Clock::time_point> since = notes_.waiting_since(record);
-        if (notes_.recording_wait_times() && since && info.state != TaskInfo::State::running) {
+        if (recording_waits_ && since && info.state != TaskInfo::State::running) {
             info.waited = now_time - *since;
         }
         if (info.state != TaskInfo::State::running && info.state != TaskInfo::State::dying &&
