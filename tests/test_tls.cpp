@@ -25,6 +25,8 @@
 #include <corio/timeout.hpp>
 #include <corio/tls.hpp>
 
+#include <openssl/ssl.h>
+
 #include "support/catch.hpp"
 #include "support/helpers.hpp"
 #include "support/leak_check.hpp"
@@ -431,6 +433,56 @@ TEST_CASE("TLS: a client verifies the server's certificate and host name by defa
     CHECK_FALSE(attempts[2].failure.has_value());
     verify_failed(attempts[3], "hostname mismatch");
     CHECK_FALSE(attempts[4].failure.has_value());
+}
+
+TEST_CASE("TLS: TLS 1.2 is the minimum, so a server that offers only TLS 1.1 is refused", "[tls]") {
+    require_certificates();
+    // Both contexts start at TLS 1.2.
+    CHECK(SSL_CTX_get_min_proto_version(TlsContext::client().native_handle()) == TLS1_2_VERSION);
+    CHECK(SSL_CTX_get_min_proto_version(server_context().native_handle()) == TLS1_2_VERSION);
+
+    // A server that speaks TLS 1.0-1.1 only (security level 0 lets OpenSSL 3 speak them at all);
+    // the client is lowered to security level 0 too, so its TLS 1.2 minimum is what refuses.
+    TlsContext old_server = server_context();
+    SSL_CTX_set_security_level(old_server.native_handle(), 0);
+    SSL_CTX_set_min_proto_version(old_server.native_handle(), TLS1_VERSION);
+    SSL_CTX_set_max_proto_version(old_server.native_handle(), TLS1_1_VERSION);
+    TlsContext default_client = trusting_client();
+    SSL_CTX_set_security_level(default_client.native_handle(), 0);
+    // The control: the same client with its minimum lowered by hand gets TLS 1.1 from that
+    // server, so the refusal comes from the minimum and not from this machine's OpenSSL.
+    TlsContext lowered_client = trusting_client();
+    SSL_CTX_set_security_level(lowered_client.native_handle(), 0);
+    SSL_CTX_set_min_proto_version(lowered_client.native_handle(), TLS1_VERSION);
+
+    std::optional<Failure> refused;
+    std::optional<Failure> lowered;
+    std::string lowered_version;
+    for (TlsContext* client_context : {&default_client, &lowered_client}) {
+        Loopback net;
+        auto server = [&]() -> Task<> {
+            auto [socket, peer] = co_await net.listener.accept();
+            (void)co_await failure_of_tls(TlsStream::accept(old_server, std::move(socket)));
+        };
+        auto client = [&]() -> Task<> {
+            AsyncSocket socket = co_await AsyncSocket::connect("127.0.0.1", net.port);
+            TlsStream stream = TlsStream::client(*client_context, std::move(socket), "localhost");
+            std::optional<Failure> failure = co_await failure_of_tls(stream.handshake());
+            if (client_context == &default_client) {
+                refused = std::move(failure);
+            } else {
+                lowered = std::move(failure);
+                lowered_version = std::string(stream.protocol_version());
+            }
+        };
+        net.run({net.kernel.add_task(server()), net.kernel.add_task(client())});
+    }
+    REQUIRE(refused.has_value());
+    INFO(refused->what);
+    CHECK(refused->code.category() == corio::tls_category());
+    CHECK_FALSE(refused->timeout);
+    CHECK_FALSE(lowered.has_value());
+    CHECK(lowered_version == "TLSv1.1");
 }
 
 TEST_CASE("TLS: a server refuses a client whose ALPN protocols it does not speak", "[tls]") {
