@@ -240,6 +240,11 @@ inline constexpr int send_flags = 0; // SO_NOSIGPIPE is set on the socket instea
 // it without trying. To know that without a look at the kernel for every send, the socket keeps a
 // hint, set when a send suspends and cleared when a look finds none waiting: a socket whose sends
 // never waited, or whose last waiting send was seen done, costs one comparison.
+//
+// On io_uring (Kernel::sends_on_ring) a send on a socket that waited before is not tried with a
+// system call: it waits at once, and the kernel submits it to the ring from this operation's
+// memory when its turn comes (kernel/fd_watches.hpp), then hands it the count, which an attempt
+// takes in; a send_all submits what is left until all is taken.
 template <bool All>
 class [[nodiscard]] SendOperation : public FdAwaiter<SendOperation<All>> {
     using Base = FdAwaiter<SendOperation<All>>;
@@ -257,10 +262,13 @@ public:
 
     bool wait_first() const noexcept {
         SocketState& state = socket();
+        const Kernel* kernel = state.kernel();
+        if (kernel != nullptr && kernel->sends_on_ring()) [[unlikely]] {
+            return size_ != 0;
+        }
         if (!state.send_waited || size_ == 0) [[likely]] {
             return false;
         }
-        const Kernel* kernel = state.kernel();
         if (kernel != nullptr &&
             kernel->first_operation(state.fd(), Interest::write, Kind::send) != nullptr) {
             return true; // behind the sends that wait
@@ -270,15 +278,36 @@ public:
     }
     // Sends from data_ on, moving data_ and size_ past what the kernel took (sent_ counts it).
     bool try_now() noexcept {
+        if (this->delivered_) [[unlikely]] { // the ring's send completed: take its count in
+            this->delivered_ = false;
+            const std::int32_t result = this->result_;
+            this->result_ = this->pending;
+            if (result > 0) {
+                advance(static_cast<std::size_t>(result));
+                if (!All || size_ == 0) {
+                    this->result_ = 0;
+                    return true;
+                }
+            } else if (result < 0 && !would_block(-result) && result != -EINTR) {
+                this->result_ = result;
+                return true;
+            }
+        }
         if (this->suspended_ && !first_in_line()) {
             return false; // an earlier send is not done: its bytes go first
+        }
+        if (Kernel* kernel = socket().kernel();
+            this->suspended_ && kernel != nullptr && kernel->sends_on_ring() && size_ > 0) [[unlikely]] {
+            try {
+                kernel->submit_send(socket().fd(), data_, static_cast<std::uint32_t>(clamp_count(size_)));
+                return false; // waits for its completion
+            } catch (...) { // the ring failed (the loop reports it): a system call, then
+            }
         }
         while (size_ > 0) {
             const ssize_t count = ::send(socket().fd(), data_, clamp_count(size_), send_flags);
             if (count >= 0) {
-                data_ += count;
-                size_ -= static_cast<std::size_t>(count);
-                sent_ += static_cast<std::size_t>(count);
+                advance(static_cast<std::size_t>(count));
                 if (!All) {
                     break;
                 }
@@ -306,6 +335,11 @@ public:
 
 private:
     SocketState& socket() const noexcept { return static_cast<SocketState&>(this->target()); }
+    void advance(std::size_t count) noexcept {
+        data_ += count;
+        size_ -= count;
+        sent_ += count;
+    }
     bool first_in_line() const noexcept {
         const Kernel* kernel = socket().kernel();
         return kernel == nullptr ||
