@@ -120,8 +120,10 @@ public:
     // Sends through the ring (io_uring with synchronous cancellation only; see UringSelector):
     // start_sending() says whether send() may be used.
     bool start_sending() { return backend_ == Backend::io_uring && uring_->start_sending(); }
+    // io_uring: receives or sends in flight, or submissions queued.
+    [[nodiscard]] bool in_flight() const noexcept { return uring_ && uring_->in_flight(); }
     void send(int fd, const std::byte* data, std::uint32_t size) { uring_->send(fd, data, size); }
-    void cancel_send(int fd) { uring_->cancel_send(fd); }
+    std::optional<std::int32_t> cancel_send(int fd) { return uring_->cancel_send(fd); }
 
     void watch(int fd, Interest before, Interest after) {
         if (backend_ == Backend::epoll) [[likely]] {
@@ -207,8 +209,9 @@ public:
     void refresh(int /*fd*/, Interest /*direction*/) noexcept {} // poll looks at the level each wait
     // No ring sends either.
     bool start_sending() noexcept { return false; }
+    [[nodiscard]] bool in_flight() const noexcept { return false; }
     void send(int /*fd*/, const std::byte* /*data*/, std::uint32_t /*size*/) noexcept {}
-    void cancel_send(int /*fd*/) noexcept {}
+    std::optional<std::int32_t> cancel_send(int /*fd*/) noexcept { return std::nullopt; }
     template <class OnReady, class OnReceived, class OnSent>
     std::size_t wait(int timeout_ms, OnReady&& on_ready, OnReceived&& /*on_received*/, OnSent&& /*on_sent*/) {
         return PollSelector::wait(timeout_ms, on_ready);

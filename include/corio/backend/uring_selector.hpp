@@ -213,6 +213,10 @@ public:
         return sending_state_ == 1;
     }
     [[nodiscard]] bool sending() const noexcept { return sending_state_ == 1; }
+    /// Receives or sends in flight, or submissions queued: a wait may report something.
+    [[nodiscard]] bool in_flight() const noexcept {
+        return receiving_ > 0 || sending_ > 0 || (ring_ && ring_->queued() > 0);
+    }
 
     /// Submits a send of `size` bytes at `data` on `fd` (start_sending() must have said yes); the
     /// memory must stay until its completion, or until cancel_send(fd) returns. One per fd at a time.
@@ -227,8 +231,10 @@ public:
         ++sending_;
     }
     /// Takes back the send in flight on `fd`: when this returns, the kernel no longer reads its
-    /// memory, and its completion will be dropped. Throws std::system_error if the ring fails.
-    void cancel_send(int fd) {
+    /// memory, and its completion will be dropped. Gives the send's result if it completed before
+    /// the cancel could stop it (a count, or -errno), else nothing (it sent nothing). Throws
+    /// std::system_error if the ring fails.
+    std::optional<std::int32_t> cancel_send(int fd) {
         const std::uint64_t submitted = user_data_of(fd, send_kind);
         bump(fd, send_kind);
         ring().enter(0); // a send still queued is submitted, so that it can be found
@@ -240,12 +246,17 @@ public:
         for (;;) {
             const int result = ring().register_op(IORING_REGISTER_SYNC_CANCEL, &cancel, 1);
             if (result == 0 || errno == ENOENT || errno == EALREADY) {
-                return; // cancelled, or completed already (its completion waits in the ring)
+                break; // cancelled, or completed already: either way its completion is there
             }
             if (errno != EINTR) {
                 detail::throw_errno(errno, "io_uring synchronous cancel of a send");
             }
         }
+        const std::optional<std::int32_t> done = ring().peek_completion(submitted);
+        if (done && *done == -ECANCELED) {
+            return std::nullopt;
+        }
+        return done;
     }
 
     /// Submits a receive on `fd` into a provided buffer (start_lending() must have said yes).

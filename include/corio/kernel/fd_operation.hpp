@@ -52,10 +52,11 @@ public:
     [[nodiscard]] Interest direction() const noexcept { return direction_; }
 
     // What a completion backend did with the operation (a ring send's count, or -errno); the next
-    // attempt takes it in (see SendOperation).
-    void deliver(std::int32_t result) noexcept {
+    // attempt takes it in (see SendOperation). `last`: the operation was taken back, so that
+    // attempt must not submit it again.
+    void deliver(std::int32_t result, bool last = false) noexcept {
         result_ = result;
-        delivered_ = true;
+        delivered_ = last ? delivered_last : delivered_more;
     }
 
 protected:
@@ -76,7 +77,10 @@ private:
 
 protected:
     bool suspended_ = false; // the task waits in the kernel with it (set by FdAwaiter)
-    bool delivered_ = false; // result_ holds what a completion backend delivered, to take in
+    // result_ holds what a completion backend delivered, to take in (see deliver).
+    static constexpr std::uint8_t delivered_more = 1;
+    static constexpr std::uint8_t delivered_last = 2;
+    std::uint8_t delivered_ = 0;
     // The base is 16 bytes on 64-bit targets: no padding is left.
 };
 static_assert(sizeof(void*) != 8 || sizeof(FdOperation) == 16, "corio: FdOperation grew");

@@ -35,6 +35,7 @@
 
 #include <cerrno>
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -89,6 +90,9 @@ public:
     }
     [[nodiscard]] std::size_t waiting_tasks() const noexcept { return waiting_tasks_; }
     [[nodiscard]] std::size_t watched_fds() const noexcept { return watched_fds_; }
+    // Whether a wait could report anything: fds are watched, or the ring has receives or sends
+    // in flight (or queued to submit).
+    [[nodiscard]] bool has_work() const noexcept { return watched_fds_ > 0 || selector_.in_flight(); }
 
     // Watches `fd` for reading for good, without waiters (the inbox's wake channel): select()
     // reports nothing for it.
@@ -150,24 +154,38 @@ public:
         ++waiting_tasks_;
     }
 
-    // Takes a waiting task off its fd. A send in the ring is cancelled first (its memory may go
-    // next), and the fd's next send is submitted.
+    // Takes a waiting task off its fd. A send in the ring is taken back first (its memory may go
+    // next: see settle_send), and the fd's next send is submitted.
     void remove(TaskRecord& task) noexcept {
         const FdOperation* operation = task.wait.io.operation;
         if (operation != nullptr && operation->kind() == FdOperation::Kind::send && sends_on_ring())
             [[unlikely]] {
             const int fd = static_cast<int>(watches_.index_of(task.owner));
             FdWatch& watch = watches_[static_cast<std::size_t>(fd)];
-            const bool in_ring = watch.sending && first_send(watch) == &task;
+            const bool first = first_send(watch) == &task;
+            if (first) {
+                settle_send(fd, watch);
+            }
             take_off(task);
-            if (in_ring) {
-                watch.sending = false;
-                cancel_send(fd);
+            if (first) {
                 start_next_send(watch);
             }
             return;
         }
         take_off(task);
+    }
+
+    // A deadline ends the wait of `task`: if its send is in the ring, it is taken back, and true
+    // if it had completed by then (the task is to resume with its result, not a timeout: the
+    // bytes went).
+    bool settle_before_deadline(TaskRecord& task) noexcept {
+        const FdOperation* operation = task.wait.io.operation;
+        if (operation == nullptr || operation->kind() != FdOperation::Kind::send || !sends_on_ring()) {
+            return false;
+        }
+        const int fd = static_cast<int>(watches_.index_of(task.owner));
+        FdWatch& watch = watches_[static_cast<std::size_t>(fd)];
+        return first_send(watch) == &task && settle_send(fd, watch);
     }
 
     // Stops watching `fd` and takes every task waiting on it off, handing each to
@@ -178,10 +196,7 @@ public:
             return;
         }
         FdWatch& watch = watches_[static_cast<std::size_t>(fd)];
-        if (watch.sending) {
-            watch.sending = false;
-            cancel_send(fd); // before its task resumes, and its memory may go
-        }
+        settle_send(fd, watch); // before its task resumes, and its memory may go
         for (TaskList* waiting : {&watch.readers, &watch.writers}) {
             while (ListLinks* links = waiting->front()) {
                 auto& task = static_cast<TaskRecord&>(*links);
@@ -323,11 +338,25 @@ private:
         }
         return false;
     }
-    void cancel_send(int fd) noexcept {
+    // Takes back the send in the ring on `fd`, if any: when this returns the kernel no longer
+    // reads its memory. What it did before the cancel could stop it is delivered to it (not to be
+    // submitted again); true if that completed it.
+    bool settle_send(int fd, FdWatch& watch) noexcept {
+        if (!watch.sending) {
+            return false;
+        }
+        watch.sending = false;
+        std::optional<std::int32_t> result;
         try {
-            selector_.cancel_send(fd);
+            result = selector_.cancel_send(fd);
         } catch (...) { // the ring failed: the loop's next io_uring_enter reports it
         }
+        TaskRecord* task = first_send(watch);
+        if (!result || task == nullptr) {
+            return false;
+        }
+        task->wait.io.operation->deliver(*result, true);
+        return task->wait.io.attempt(*task->wait.io.operation);
     }
     // Submits the send whose turn it is, if any (its attempt submits it).
     void start_next_send(FdWatch& watch) noexcept {

@@ -382,6 +382,12 @@ private:
     }
     // Ends the wait of a suspended task with the TimeoutError of its outermost expired scope.
     void interrupt(TaskRecord& record) noexcept {
+        // An operation the backend completed before the deadline could stop it (a ring send whose
+        // bytes went) resumes with its result: a completion wins.
+        if (record.state == TaskState::waiting_fd && fd_watches_.settle_before_deadline(record)) [[unlikely]] {
+            wake(record);
+            return;
+        }
         if (DeadlineScopes::mark_interruption(record)) {
             wake(record);
         }
@@ -503,10 +509,10 @@ inline bool Kernel::collect_ready_tasks() {
     if (virtual_clock != nullptr && timeout_ms > 0) {
         // Virtual time: look at the fds without sleeping; if nothing happened, jump the clock to
         // the next deadline instead of waiting for it.
-        if (fd_watches_.watched_fds() == 0 || select_fds(0) == 0) {
+        if (!fd_watches_.has_work() || select_fds(0) == 0) {
             virtual_clock->advance_to(timers_.earliest());
         }
-    } else if (fd_watches_.watched_fds() > 0 || timeout_ms != 0) {
+    } else if (fd_watches_.has_work() || timeout_ms != 0) {
         select_fds(timeout_ms);
     }
     run_inbox();

@@ -278,8 +278,9 @@ public:
     }
     // Sends from data_ on, moving data_ and size_ past what the kernel took (sent_ counts it).
     bool try_now() noexcept {
-        if (this->delivered_) [[unlikely]] { // the ring's send completed: take its count in
-            this->delivered_ = false;
+        if (this->delivered_ != 0) [[unlikely]] { // the ring's send completed: take its count in
+            const bool last = this->delivered_ == this->delivered_last;
+            this->delivered_ = 0;
             const std::int32_t result = this->result_;
             this->result_ = this->pending;
             if (result > 0) {
@@ -291,6 +292,9 @@ public:
             } else if (result < 0 && !would_block(-result) && result != -EINTR) {
                 this->result_ = result;
                 return true;
+            }
+            if (last) {
+                return false; // taken back: the rest is not sent
             }
         }
         if (this->suspended_ && !first_in_line()) {
