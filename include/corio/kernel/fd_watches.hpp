@@ -93,6 +93,7 @@ public:
     // Whether a wait could report anything: fds are watched, or the ring has receives or sends
     // in flight (or queued to submit).
     [[nodiscard]] bool has_work() const noexcept { return watched_fds_ > 0 || selector_.in_flight(); }
+    [[nodiscard]] bool ring_in_flight() const noexcept { return selector_.in_flight(); }
 
     // Watches `fd` for reading for good, without waiters (the inbox's wake channel): select()
     // reports nothing for it.

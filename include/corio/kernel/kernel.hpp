@@ -430,6 +430,13 @@ private:
     }
     void run_inbox();
     void expire_timers();
+    // Before the loop stops: on io_uring, what the ring did since the last wait (bytes a receive
+    // took, for the stash) is collected, so that a read after the loop finds it.
+    void collect_ring() {
+        if (fd_watches_.ring_in_flight()) [[unlikely]] {
+            select_fds(0);
+        }
+    }
 };
 
 } // namespace detail
@@ -502,7 +509,8 @@ inline bool Kernel::collect_ready_tasks() {
         } else if (fd_watches_.waiting_tasks() > 0 || pool_jobs_.waiting() > 0 || inbox_.held()) {
             timeout_ms = -1; // the inbox's fd is watched too: a post or a finished job wakes it
         } else {
-            return false;
+            collect_ring(); // nothing can wake a task
+            return tasks_.has_ready();
         }
     }
     VirtualClock* virtual_clock = timers_.virtual_clock();
@@ -568,7 +576,11 @@ void Kernel::run_loop(KeepGoing keep_going) {
     };
     while (go_on()) {
         run_ready_tasks();
-        if (!go_on() || !collect_ready_tasks()) {
+        if (!go_on()) {
+            collect_ring();
+            break;
+        }
+        if (!collect_ready_tasks()) {
             break;
         }
     }
