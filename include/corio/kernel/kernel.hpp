@@ -163,9 +163,11 @@ public:
     /// True while a lent receive is in flight on `fd`: reads must not take bytes from the socket
     /// itself until it completes (see kernel/fd_watches.hpp).
     [[nodiscard]] bool receiving(int fd) const noexcept { return fd_watches_.receiving(fd); }
-    /// True once sends go through the ring (io_uring: see kernel/fd_watches.hpp): a send waits,
-    /// and its attempt submits it with submit_send.
+    /// True once sends go through the ring (io_uring: see kernel/fd_watches.hpp): a send that
+    /// waits is submitted by its attempt, with submit_send.
     [[nodiscard]] bool sends_on_ring() const noexcept { return fd_watches_.sends_on_ring(); }
+    /// Whether tasks other than the running one are ready: the loop's next wait comes after them.
+    [[nodiscard]] bool others_ready() const noexcept { return tasks_.has_ready(); }
     void submit_send(int fd, const std::byte* data, std::uint32_t size) {
         fd_watches_.submit_send(fd, data, size);
     }

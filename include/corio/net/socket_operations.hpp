@@ -241,10 +241,15 @@ inline constexpr int send_flags = 0; // SO_NOSIGPIPE is set on the socket instea
 // hint, set when a send suspends and cleared when a look finds none waiting: a socket whose sends
 // never waited, or whose last waiting send was seen done, costs one comparison.
 //
-// On io_uring (Kernel::sends_on_ring) a send on a socket that waited before is not tried with a
-// system call: it waits at once, and the kernel submits it to the ring from this operation's
-// memory when its turn comes (kernel/fd_watches.hpp), then hands it the count, which an attempt
-// takes in; a send_all submits what is left until all is taken.
+// On io_uring (Kernel::sends_on_ring) a send that waits is submitted to the ring from this
+// operation's memory when its turn comes (kernel/fd_watches.hpp), and the kernel hands it the
+// count, which an attempt takes in; a send_all submits what is left until all is taken. A short
+// send (up to ring_send_max bytes) on a socket that waited before does not even try the system
+// call while other tasks are ready: it waits at once, and the loop's one io_uring_enter after
+// them carries it with theirs (a system call saved per send). Alone, or large, it tries the call
+// first: a wait that carried only this send would cost an io_uring_enter instead of the send, and
+// a large send is best made at once, while its bytes are in the cache (one made after the other
+// ready tasks ran measured 10% more CPU per 16 KiB message).
 template <bool All>
 class [[nodiscard]] SendOperation : public FdAwaiter<SendOperation<All>> {
     using Base = FdAwaiter<SendOperation<All>>;
@@ -263,8 +268,9 @@ public:
     bool wait_first() const noexcept {
         SocketState& state = socket();
         const Kernel* kernel = state.kernel();
-        if (kernel != nullptr && kernel->sends_on_ring()) [[unlikely]] {
-            return size_ != 0;
+        if (kernel != nullptr && kernel->sends_on_ring() && size_ != 0 && size_ <= ring_send_max &&
+            kernel->others_ready()) [[unlikely]] {
+            return true;
         }
         if (!state.send_waited || size_ == 0) [[likely]] {
             return false;
@@ -349,6 +355,8 @@ private:
         return kernel == nullptr ||
                kernel->first_operation(socket().fd(), Interest::write, Kind::send) == this;
     }
+
+    static constexpr std::size_t ring_send_max = 4096;
 
     const std::byte* data_;
     std::size_t size_; // what is left to send
