@@ -499,6 +499,11 @@ Task<> slow_read(Scheduler& kernel, AsyncSocket& socket, std::size_t expected, S
 Task<> slow_reader_test(Scheduler& kernel, AsyncSocket& listener, std::size_t size,
                         SlowReader& state) {
     Connection connection = co_await connect_to(listener, "127.0.0.1");
+    // Fixed, small buffers (no autotuning): loopback TCP may otherwise grow them past the payload
+    // (this machine lets a receive buffer reach 32 MiB), and a send would never have to wait.
+    const int buffer_size = 64 * 1024;
+    REQUIRE(::setsockopt(connection.server.fd(), SOL_SOCKET, SO_RCVBUF, &buffer_size, sizeof buffer_size) == 0);
+    REQUIRE(::setsockopt(connection.client.fd(), SOL_SOCKET, SO_SNDBUF, &buffer_size, sizeof buffer_size) == 0);
     const TaskId sender = co_await corio::NewTask(
         send_pattern_then_shutdown(connection.client, size, state.send_done));
     const TaskId reader =

@@ -135,6 +135,9 @@ struct TaskLedger {
 struct Stream {
     std::uint64_t written = 0;
     std::uint64_t read = 0;
+    // The size of the send being awaited: on io_uring a send is done by the kernel while its task
+    // waits, so a reader may take its bytes before the send returns and adds them to `written`.
+    std::uint64_t in_flight = 0;
     bool writer_busy = false; // one sender and one receiver at a time, so that positions are known
     bool reader_busy = false;
     bool desynced = false; // a task was killed in the middle of a transfer: positions unknown
@@ -483,7 +486,7 @@ inline Task<> op_recv(Context c, bool lent) {
         }
     }
     stream.read += received;
-    if (!stream.desynced && stream.read > stream.written) {
+    if (!stream.desynced && stream.read > stream.written + stream.in_flight) {
         c.violation("received more than was sent");
     }
 }
@@ -504,6 +507,11 @@ inline Task<> op_send(Context c) {
     const Deadline deadline = deadline_after(c, *c.op.timeout);
     std::size_t sent = 0;
     transfer.begin();
+    struct InFlight { // also when the task is killed in the send
+        Stream& stream;
+        ~InFlight() { stream.in_flight = 0; }
+    } in_flight{stream};
+    stream.in_flight = data.size();
     try {
         sent = co_await timeout_after(*c.op.timeout, w.ends[end].send(std::span<const std::byte>(data)));
     } catch (const TimeoutError&) {
@@ -512,6 +520,7 @@ inline Task<> op_send(Context c) {
         co_return;
     }
     transfer.end();
+    stream.in_flight = 0;
     deadline.completed(c);
     if (sent == 0 || sent > data.size()) {
         c.violation("send said it sent " + std::to_string(sent) + " bytes");

@@ -117,6 +117,14 @@ public:
         static_cast<Selector*>(self)->uring_->recycle(id);
     }
 
+    // Sends through the ring (io_uring with synchronous cancellation only; see UringSelector):
+    // start_sending() says whether send() may be used.
+    bool start_sending() { return backend_ == Backend::io_uring && uring_->start_sending(); }
+    // io_uring: receives or sends in flight, or submissions queued.
+    [[nodiscard]] bool in_flight() const noexcept { return uring_ && uring_->in_flight(); }
+    void send(int fd, const std::byte* data, std::uint32_t size) { uring_->send(fd, data, size); }
+    std::optional<std::int32_t> cancel_send(int fd) { return uring_->cancel_send(fd); }
+
     void watch(int fd, Interest before, Interest after) {
         if (backend_ == Backend::epoll) [[likely]] {
             epoll_->watch(fd, before, after);
@@ -138,16 +146,16 @@ public:
 
     template <class OnReady>
     std::size_t wait(int timeout_ms, OnReady&& on_ready) {
-        return wait(timeout_ms, on_ready, [](int, std::int32_t, int, bool) {});
+        return wait(timeout_ms, on_ready, [](int, std::int32_t, int, bool) {}, [](int, std::int32_t) {});
     }
-    /// wait(), and on io_uring the completed receives too (see UringSelector).
-    template <class OnReady, class OnReceived>
-    std::size_t wait(int timeout_ms, OnReady&& on_ready, OnReceived&& on_received) {
+    /// wait(), and on io_uring the completed receives and sends too (see UringSelector).
+    template <class OnReady, class OnReceived, class OnSent>
+    std::size_t wait(int timeout_ms, OnReady&& on_ready, OnReceived&& on_received, OnSent&& on_sent) {
         if (backend_ == Backend::epoll) [[likely]] {
             return epoll_->wait(timeout_ms, on_ready);
         }
         if (backend_ == Backend::io_uring) {
-            return uring_->wait(timeout_ms, on_ready, on_received);
+            return uring_->wait(timeout_ms, on_ready, on_received, on_sent);
         }
         return poll_->wait(timeout_ms, on_ready);
     }
@@ -199,8 +207,13 @@ public:
     [[nodiscard]] std::byte* lent_buffer(int /*id*/) const noexcept { return nullptr; }
     static void recycle(void* /*self*/, std::int32_t /*id*/) noexcept {}
     void refresh(int /*fd*/, Interest /*direction*/) noexcept {} // poll looks at the level each wait
-    template <class OnReady, class OnReceived>
-    std::size_t wait(int timeout_ms, OnReady&& on_ready, OnReceived&& /*on_received*/) {
+    // No ring sends either.
+    bool start_sending() noexcept { return false; }
+    [[nodiscard]] bool in_flight() const noexcept { return false; }
+    void send(int /*fd*/, const std::byte* /*data*/, std::uint32_t /*size*/) noexcept {}
+    std::optional<std::int32_t> cancel_send(int /*fd*/) noexcept { return std::nullopt; }
+    template <class OnReady, class OnReceived, class OnSent>
+    std::size_t wait(int timeout_ms, OnReady&& on_ready, OnReceived&& /*on_received*/, OnSent&& /*on_sent*/) {
         return PollSelector::wait(timeout_ms, on_ready);
     }
     using PollSelector::wait;

@@ -31,6 +31,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -140,6 +141,19 @@ public:
             }
         }
         return count;
+    }
+
+    // The result of the completion with `user_data` among those not drained yet, if there is one
+    // (it stays there, to be drained as usual).
+    [[nodiscard]] std::optional<std::int32_t> peek_completion(std::uint64_t user_data) const noexcept {
+        const unsigned tail = std::atomic_ref<unsigned>(*cq_tail_).load(std::memory_order_acquire);
+        for (unsigned head = *cq_head_; head != tail; ++head) {
+            const io_uring_cqe& cqe = cqes_[head & cq_mask_];
+            if (cqe.user_data == user_data) {
+                return cqe.res;
+            }
+        }
+        return std::nullopt;
     }
 
     // io_uring_register(2).

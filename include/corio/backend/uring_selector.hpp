@@ -32,6 +32,15 @@
 // one wait) keeps receiving instead of falling back to readiness. Only the pages the kernel writes
 // become resident: a 64-byte message touches one page of its buffer.
 //
+// Sends (the completion half too): `send(fd, data, size)` submits an IORING_OP_SEND from the
+// caller's memory, so that a connection that sends costs no system call of its own (the loop's
+// io_uring_enter carries it). That memory is the caller's, not the selector's: a send taken back
+// (`cancel_send`: a task killed or timed out while its send is in flight, an fd closed under it)
+// is cancelled synchronously (IORING_REGISTER_SYNC_CANCEL, Linux 6.0), after what is queued has
+// been submitted, so that when cancel_send returns the kernel will not read that memory again.
+// Kernels without synchronous cancellation do not get ring sends (`start_sending` says no), and
+// sends stay system calls tried first, as on epoll.
+//
 // The ring is created when first used, i.e. on the thread that runs the loop (a ring set up with
 // SINGLE_ISSUER takes submissions from one thread only).
 #pragma once
@@ -44,6 +53,7 @@
 
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <cerrno>
@@ -91,19 +101,33 @@ public:
 
     template <class OnReady>
     std::size_t wait(int timeout_ms, OnReady&& on_ready) {
-        return wait(timeout_ms, on_ready, [](int, std::int32_t, int, bool) {});
+        return wait(timeout_ms, on_ready, [](int, std::int32_t, int, bool) {}, [](int, std::int32_t) {});
+    }
+
+    template <class OnReady, class OnReceived>
+    std::size_t wait(int timeout_ms, OnReady&& on_ready, OnReceived&& on_received) {
+        return wait(timeout_ms, on_ready, on_received, [](int, std::int32_t) {});
     }
 
     // wait() that also hands the completions of receives to on_received(fd, res, buffer id or -1,
-    // more: the receive stays armed).
-    template <class OnReady, class OnReceived>
-    std::size_t wait(int timeout_ms, OnReady&& on_ready, OnReceived&& on_received) {
+    // more: the receive stays armed), and those of sends to on_sent(fd, res).
+    template <class OnReady, class OnReceived, class OnSent>
+    std::size_t wait(int timeout_ms, OnReady&& on_ready, OnReceived&& on_received, OnSent&& on_sent) {
         detail::UringRing& uring = ring();
         uring.enter(timeout_ms);
         std::size_t reported = 0;
         uring.drain([&](std::uint64_t user_data, std::int32_t res, std::uint32_t flags) {
-            const auto kind = static_cast<unsigned>((user_data >> 32) & 3U);
+            const auto kind = static_cast<unsigned>((user_data >> 32) & 7U);
             const auto fd = static_cast<int>(user_data & 0xffffffffU);
+            if (kind == send_kind) {
+                --sending_;
+                if (generation_of(fd, send_kind) == (user_data >> 40)) {
+                    bump(fd, send_kind);
+                    on_sent(fd, res);
+                    ++reported;
+                }
+                return;
+            }
             if (kind == receive_kind) {
                 const bool more = (flags & IORING_CQE_F_MORE) != 0;
                 receiving_ -= more ? 0 : 1;
@@ -172,6 +196,69 @@ public:
         arm(fd, direction);
     }
 
+    /// Whether sends may go through the ring: true if the kernel cancels synchronously (Linux
+    /// 6.0), which cancel_send needs. Asked once; sets the ring up.
+    bool start_sending() {
+        if (sending_state_ == 0) {
+            // A cancel of a request that does not exist: ENOENT where synchronous cancellation is
+            // known, EINVAL where it is not.
+            io_uring_sync_cancel_reg probe{};
+            probe.addr = std::uint64_t{7} << 32; // kind 7: never submitted
+            probe.fd = -1;
+            probe.timeout.tv_sec = -1;
+            probe.timeout.tv_nsec = -1;
+            const int result = ring().register_op(IORING_REGISTER_SYNC_CANCEL, &probe, 1);
+            sending_state_ = result == 0 || errno == ENOENT ? 1 : 2;
+        }
+        return sending_state_ == 1;
+    }
+    [[nodiscard]] bool sending() const noexcept { return sending_state_ == 1; }
+    /// Receives or sends in flight, or submissions queued: a wait may report something.
+    [[nodiscard]] bool in_flight() const noexcept {
+        return receiving_ > 0 || sending_ > 0 || (ring_ && ring_->queued() > 0);
+    }
+
+    /// Submits a send of `size` bytes at `data` on `fd` (start_sending() must have said yes); the
+    /// memory must stay until its completion, or until cancel_send(fd) returns. One per fd at a time.
+    void send(int fd, const std::byte* data, std::uint32_t size) {
+        io_uring_sqe& sqe = ring().next_sqe();
+        sqe.opcode = IORING_OP_SEND;
+        sqe.fd = fd;
+        sqe.addr = reinterpret_cast<std::uint64_t>(data);
+        sqe.len = size;
+        sqe.msg_flags = MSG_NOSIGNAL; // a reset peer is an EPIPE, never a SIGPIPE
+        sqe.user_data = user_data_of(fd, send_kind);
+        ++sending_;
+    }
+    /// Takes back the send in flight on `fd`: when this returns, the kernel no longer reads its
+    /// memory, and its completion will be dropped. Gives the send's result if it completed before
+    /// the cancel could stop it (a count, or -errno), else nothing (it sent nothing). Throws
+    /// std::system_error if the ring fails.
+    std::optional<std::int32_t> cancel_send(int fd) {
+        const std::uint64_t submitted = user_data_of(fd, send_kind);
+        bump(fd, send_kind);
+        ring().enter(0); // a send still queued is submitted, so that it can be found
+        io_uring_sync_cancel_reg cancel{};
+        cancel.addr = submitted;
+        cancel.fd = -1;
+        cancel.timeout.tv_sec = -1; // no limit: it returns once the send is over
+        cancel.timeout.tv_nsec = -1;
+        for (;;) {
+            const int result = ring().register_op(IORING_REGISTER_SYNC_CANCEL, &cancel, 1);
+            if (result == 0 || errno == ENOENT || errno == EALREADY) {
+                break; // cancelled, or completed already: either way its completion is there
+            }
+            if (errno != EINTR) {
+                detail::throw_errno(errno, "io_uring synchronous cancel of a send");
+            }
+        }
+        const std::optional<std::int32_t> done = ring().peek_completion(submitted);
+        if (done && *done == -ECANCELED) {
+            return std::nullopt;
+        }
+        return done;
+    }
+
     /// Submits a receive on `fd` into a provided buffer (start_lending() must have said yes).
     void receive(int fd) {
         io_uring_sqe& sqe = ring().next_sqe();
@@ -204,7 +291,10 @@ public:
     }
 
 private:
-    static constexpr unsigned receive_kind = 3; // the kinds: 1 read poll, 2 write poll, 3 receive
+    // The kinds: 1 read poll, 2 write poll, 3 receive, 4 send (0: a removal's own completion).
+    static constexpr unsigned receive_kind = 3;
+    static constexpr unsigned send_kind = 4;
+    static constexpr unsigned kinds = 5;
     static constexpr std::uint16_t buffer_group = 0;
 
     static constexpr std::size_t ring_bytes = lent_capacity * sizeof(io_uring_buf);
@@ -282,7 +372,8 @@ private:
                 sqe.cancel_flags = IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL;
                 sqe.user_data = 0;
                 for (int round = 0; round < 100 && receiving_ > 0; ++round) {
-                    wait(10, [](int, Interest, Interest) {}, [](int, std::int32_t, int, bool) {});
+                    wait(10, [](int, Interest, Interest) {}, [](int, std::int32_t, int, bool) {},
+                         [](int, std::int32_t) {});
                 }
                 quiet = receiving_ == 0;
             }
@@ -323,15 +414,15 @@ private:
         sqe.user_data = 0; // kind 0: the removal's own completion is ignored
     }
 
-    // user_data: the generation (bits 40-47), the kind (32-33), the fd (0-31).
+    // user_data: the generation (bits 40-47), the kind (32-34), the fd (0-31).
     std::uint64_t user_data_of(int fd, unsigned kind) {
         return (std::uint64_t{generation_of(fd, kind)} << 40) | (std::uint64_t{kind} << 32) |
                static_cast<std::uint32_t>(fd);
     }
     std::uint8_t& slot(int fd, unsigned kind) {
-        const std::size_t index = static_cast<std::size_t>(fd) * 4 + kind;
+        const std::size_t index = static_cast<std::size_t>(fd) * kinds + kind;
         if (index >= generations_.size()) {
-            generations_.resize(index + 4, 0);
+            generations_.resize(index + kinds, 0);
         }
         return generations_[index];
     }
@@ -347,6 +438,8 @@ private:
     std::uint16_t buffer_tail_ = 0;
     std::uint8_t lending_state_ = 0; // 0 not tried, 1 lending, 2 refused
     std::size_t receiving_ = 0;      // receives in flight (armed)
+    std::size_t sending_ = 0;        // sends in flight
+    std::uint8_t sending_state_ = 0; // 0 not asked, 1 sends on the ring, 2 refused
     bool multishot_ = true;
 };
 

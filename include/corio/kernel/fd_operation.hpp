@@ -6,8 +6,8 @@
 // backends (epoll, poll) treat every kind alike: the awaiter tries the system call first, and when
 // it would block, the kernel keeps the operation with the waiting task and calls attempt() on each
 // readiness until it is done; only then is the task resumed. A completion backend can instead
-// submit the operation itself by its kind. A plain wait (Kind::wait, no attempt) is done on
-// readiness.
+// submit the operation itself by its kind and deliver its result, which the next attempt takes in
+// (io_uring does this for sends). A plain wait (Kind::wait, no attempt) is done on readiness.
 #pragma once
 
 #include "corio/backend/selector_contract.hpp"
@@ -51,6 +51,14 @@ public:
     [[nodiscard]] Kind kind() const noexcept { return kind_; }
     [[nodiscard]] Interest direction() const noexcept { return direction_; }
 
+    // What a completion backend did with the operation (a ring send's count, or -errno); the next
+    // attempt takes it in (see SendOperation). `last`: the operation was taken back, so that
+    // attempt must not submit it again.
+    void deliver(std::int32_t result, bool last = false) noexcept {
+        result_ = result;
+        delivered_ = last ? delivered_last : delivered_more;
+    }
+
 protected:
     ~FdOperation() = default;
 
@@ -69,8 +77,13 @@ private:
 
 protected:
     bool suspended_ = false; // the task waits in the kernel with it (set by FdAwaiter)
-    // The base is 16 bytes on 64-bit targets, with a byte of padding left for derived flags.
+    // result_ holds what a completion backend delivered, to take in (see deliver).
+    static constexpr std::uint8_t delivered_more = 1;
+    static constexpr std::uint8_t delivered_last = 2;
+    std::uint8_t delivered_ = 0;
+    // The base is 16 bytes on 64-bit targets: no padding is left.
 };
+static_assert(sizeof(void*) != 8 || sizeof(FdOperation) == 16, "corio: FdOperation grew");
 
 } // namespace detail
 } // namespace corio

@@ -13,6 +13,14 @@
 // pieces wait for a reader, it is paused, so that the rest stays in the socket and
 // TCP's flow control holds the peer back (a peer nobody reads cannot take every buffer), and the
 // next lent read that finds nothing waiting arms it again.
+//
+// On io_uring with synchronous cancellation (see UringSelector) sends go through the ring too:
+// a send (Kind::send) always waits, and the first send among an fd's writers is submitted when it
+// begins to wait, from its own memory; its completion is delivered to it and it is attempted, which
+// takes the count in and either ends it or submits the rest. Only then does the next send of the
+// fd go, so sends keep their order and one at a time is in flight per fd. A send taken off while
+// in flight (its task killed or timed out, its fd forgotten) is cancelled synchronously before
+// its memory can go, and the next send of the fd is submitted.
 #pragma once
 
 #include "corio/backend/selector.hpp"
@@ -27,6 +35,7 @@
 
 #include <cerrno>
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -41,6 +50,7 @@ struct FdWatch {
     Interest watched = Interest::none; // what the selector watches this fd for
     bool receiving = false;            // a lent receive is armed (io_uring)
     bool pausing = false;              // ... and being cancelled: too much waits unclaimed
+    bool sending = false;              // the first send among the writers is in the ring (io_uring)
 };
 static_assert(sizeof(void*) != 8 || sizeof(FdWatch) <= 24, "corio: FdWatch grew");
 
@@ -71,8 +81,19 @@ public:
         return fd >= 0 && static_cast<std::size_t>(fd) < watches_.size() &&
                watches_[static_cast<std::size_t>(fd)].receiving;
     }
+    // True once sends go through the ring (io_uring, from the first send that waited).
+    [[nodiscard]] bool sends_on_ring() const noexcept { return ring_sends_ == 1; }
+    // A send's attempt submits its bytes (see SendOperation::try_now); the fd is waited on.
+    void submit_send(int fd, const std::byte* data, std::uint32_t size) {
+        selector_.send(fd, data, size);
+        watches_[static_cast<std::size_t>(fd)].sending = true;
+    }
     [[nodiscard]] std::size_t waiting_tasks() const noexcept { return waiting_tasks_; }
     [[nodiscard]] std::size_t watched_fds() const noexcept { return watched_fds_; }
+    // Whether a wait could report anything: fds are watched, or the ring has receives or sends
+    // in flight (or queued to submit).
+    [[nodiscard]] bool has_work() const noexcept { return watched_fds_ > 0 || selector_.in_flight(); }
+    [[nodiscard]] bool ring_in_flight() const noexcept { return selector_.in_flight(); }
 
     // Watches `fd` for reading for good, without waiters (the inbox's wake channel): select()
     // reports nothing for it.
@@ -99,6 +120,20 @@ public:
         }
         watches_.make_room_for(static_cast<std::size_t>(fd));
         FdWatch& watch = watches_[static_cast<std::size_t>(fd)];
+        // Decided at the first wait, before any socket knows this kernel: a send asks its socket's
+        // kernel whether to try a system call first, so the answer must not change later.
+        const bool ring_sends = send_on_ring();
+        if (operation != nullptr && operation->kind() == FdOperation::Kind::send && ring_sends)
+            [[unlikely]] {
+            watch.writers.push_back(task);
+            task.state = TaskState::waiting_fd;
+            task.wait.io = {operation, attempt};
+            ++waiting_tasks_;
+            if (!watch.sending) {
+                (void)attempt(*operation); // the first send of the fd: submitted now
+            }
+            return;
+        }
         if (operation != nullptr && operation->kind() == FdOperation::Kind::recv_lent && lend()) {
             if (!watch.receiving) {
                 selector_.receive(fd);
@@ -120,11 +155,38 @@ public:
         ++waiting_tasks_;
     }
 
-    // Takes a waiting task off its fd.
+    // Takes a waiting task off its fd. A send in the ring is taken back first (its memory may go
+    // next: see settle_send), and the fd's next send is submitted.
     void remove(TaskRecord& task) noexcept {
-        task.owner->remove(task);
-        task.wait = {};
-        --waiting_tasks_;
+        const FdOperation* operation = task.wait.io.operation;
+        if (operation != nullptr && operation->kind() == FdOperation::Kind::send && sends_on_ring())
+            [[unlikely]] {
+            const int fd = static_cast<int>(watches_.index_of(task.owner));
+            FdWatch& watch = watches_[static_cast<std::size_t>(fd)];
+            const bool first = first_send(watch) == &task;
+            if (first) {
+                settle_send(fd, watch);
+            }
+            take_off(task);
+            if (first) {
+                start_next_send(watch);
+            }
+            return;
+        }
+        take_off(task);
+    }
+
+    // A deadline ends the wait of `task`: if its send is in the ring, it is taken back, and true
+    // if it had completed by then (the task is to resume with its result, not a timeout: the
+    // bytes went).
+    bool settle_before_deadline(TaskRecord& task) noexcept {
+        const FdOperation* operation = task.wait.io.operation;
+        if (operation == nullptr || operation->kind() != FdOperation::Kind::send || !sends_on_ring()) {
+            return false;
+        }
+        const int fd = static_cast<int>(watches_.index_of(task.owner));
+        FdWatch& watch = watches_[static_cast<std::size_t>(fd)];
+        return first_send(watch) == &task && settle_send(fd, watch);
     }
 
     // Stops watching `fd` and takes every task waiting on it off, handing each to
@@ -135,10 +197,11 @@ public:
             return;
         }
         FdWatch& watch = watches_[static_cast<std::size_t>(fd)];
+        settle_send(fd, watch); // before its task resumes, and its memory may go
         for (TaskList* waiting : {&watch.readers, &watch.writers}) {
             while (ListLinks* links = waiting->front()) {
                 auto& task = static_cast<TaskRecord&>(*links);
-                remove(task);
+                take_off(task);
                 became_ready(task);
             }
         }
@@ -198,7 +261,8 @@ public:
             [&](int fd, Interest ready, Interest disarmed) { on_ready(fd, ready, disarmed, became_ready); },
             [&](int fd, std::int32_t result, int id, bool more) {
                 on_received(fd, result, id, more, became_ready);
-            });
+            },
+            [&](int fd, std::int32_t result) { on_sent(fd, result, became_ready); });
         settle_interest();
         return events;
     }
@@ -231,13 +295,91 @@ private:
             complete(watch.readers, became_ready);
         }
         if (has(ready, Interest::write)) {
-            if (watch.writers.empty()) {
+            if (!wants_write_poll(watch)) {
                 unwanted = unwanted | (watch.watched & Interest::write);
             }
             complete(watch.writers, became_ready);
         }
         if (unwanted != Interest::none) {
             stale_.emplace_back(fd, unwanted);
+        }
+    }
+
+    void take_off(TaskRecord& task) noexcept {
+        task.owner->remove(task);
+        task.wait = {};
+        --waiting_tasks_;
+    }
+
+    // Sends go through the ring if the selector can (asked at the first send that waits).
+    bool send_on_ring() {
+        if (ring_sends_ == 0) {
+            ring_sends_ = selector_.start_sending() ? 1 : 2;
+        }
+        return ring_sends_ == 1;
+    }
+    // The first send among the fd's writers (the one whose turn it is), or null.
+    static TaskRecord* first_send(const FdWatch& watch) noexcept {
+        for (ListLinks* links = watch.writers.front(); links != nullptr; links = watch.writers.after(*links)) {
+            auto& task = static_cast<TaskRecord&>(*links);
+            if (task.wait.io.operation != nullptr && task.wait.io.operation->kind() == FdOperation::Kind::send) {
+                return &task;
+            }
+        }
+        return nullptr;
+    }
+    // A writer that needs the fd polled for writing: a plain wait, or an operation that is not a
+    // ring send.
+    bool wants_write_poll(const FdWatch& watch) const noexcept {
+        for (ListLinks* links = watch.writers.front(); links != nullptr; links = watch.writers.after(*links)) {
+            const FdOperation* operation = static_cast<TaskRecord&>(*links).wait.io.operation;
+            if (operation == nullptr || operation->kind() != FdOperation::Kind::send || !sends_on_ring()) {
+                return true;
+            }
+        }
+        return false;
+    }
+    // Takes back the send in the ring on `fd`, if any: when this returns the kernel no longer
+    // reads its memory. What it did before the cancel could stop it is delivered to it (not to be
+    // submitted again); true if that completed it.
+    bool settle_send(int fd, FdWatch& watch) noexcept {
+        if (!watch.sending) {
+            return false;
+        }
+        watch.sending = false;
+        std::optional<std::int32_t> result;
+        try {
+            result = selector_.cancel_send(fd);
+        } catch (...) { // the ring failed: the loop's next io_uring_enter reports it
+        }
+        TaskRecord* task = first_send(watch);
+        if (!result || task == nullptr) {
+            return false;
+        }
+        task->wait.io.operation->deliver(*result, true);
+        return task->wait.io.attempt(*task->wait.io.operation);
+    }
+    // Submits the send whose turn it is, if any (its attempt submits it).
+    void start_next_send(FdWatch& watch) noexcept {
+        if (TaskRecord* next = first_send(watch); next != nullptr && !watch.sending) {
+            (void)next->wait.io.attempt(*next->wait.io.operation);
+        }
+    }
+    // The send in the ring on `fd` completed (io_uring): it takes the result in, and ends, or
+    // submits what is left; once it ends the fd's next send goes.
+    template <class BecameReady>
+    void on_sent(int fd, std::int32_t result, BecameReady& became_ready) {
+        FdWatch& watch = watches_[static_cast<std::size_t>(fd)];
+        watch.sending = false;
+        TaskRecord* task = first_send(watch);
+        if (task == nullptr) {
+            return; // cannot be: a send taken off is cancelled, and its completion dropped
+        }
+        task->wait.io.operation->deliver(result);
+        if (task->wait.io.attempt(*task->wait.io.operation)) {
+            take_off(*task);
+            became_ready(*task);
+            start_next_send(watch);
         }
     }
 
@@ -290,14 +432,17 @@ private:
             auto& task = static_cast<TaskRecord&>(*links);
             links = waiting.after(*links);
             const auto& io = task.wait.io;
+            if (io.operation != nullptr && io.operation->kind() == FdOperation::Kind::send && sends_on_ring()) {
+                continue; // its completion drives it (on_sent), not readiness
+            }
             if (io.attempt != nullptr && io.operation->kind() == FdOperation::Kind::recv_lent) {
                 const auto attempt_later = io;
-                remove(task);
+                take_off(task);
                 became_ready(task);
                 task.state = TaskState::attempting;
                 task.wait.io = attempt_later;
             } else if (io.attempt == nullptr || io.attempt(*io.operation)) {
-                remove(task);
+                take_off(task);
                 became_ready(task);
             }
         }
@@ -315,7 +460,7 @@ private:
         for (const int fd : rearm_) {
             FdWatch& watch = watches_[static_cast<std::size_t>(fd)];
             const Interest waited = (watch.readers.empty() ? Interest::none : Interest::read) |
-                                    (watch.writers.empty() ? Interest::none : Interest::write);
+                                    (wants_write_poll(watch) ? Interest::write : Interest::none);
             set_watched(fd, watch, watch.watched | waited);
         }
         rearm_.clear();
@@ -348,6 +493,7 @@ private:
     Selector selector_;
     ReceivedStash stash_;
     bool lending_ = false;
+    std::uint8_t ring_sends_ = 0; // 0 not asked yet, 1 sends through the ring, 2 not
     FdTable<FdWatch> watches_; // indexed by fd; never moves (tasks point into it)
     std::vector<std::pair<int, Interest>> stale_;
     std::vector<int> rearm_; // fds a one-shot report disarmed in this wait

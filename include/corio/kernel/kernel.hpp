@@ -163,6 +163,14 @@ public:
     /// True while a lent receive is in flight on `fd`: reads must not take bytes from the socket
     /// itself until it completes (see kernel/fd_watches.hpp).
     [[nodiscard]] bool receiving(int fd) const noexcept { return fd_watches_.receiving(fd); }
+    /// True once sends go through the ring (io_uring: see kernel/fd_watches.hpp): a send that
+    /// waits is submitted by its attempt, with submit_send.
+    [[nodiscard]] bool sends_on_ring() const noexcept { return fd_watches_.sends_on_ring(); }
+    /// Whether tasks other than the running one are ready: the loop's next wait comes after them.
+    [[nodiscard]] bool others_ready() const noexcept { return tasks_.has_ready(); }
+    void submit_send(int fd, const std::byte* data, std::uint32_t size) {
+        fd_watches_.submit_send(fd, data, size);
+    }
 
     // ---- Waiting on tasks, time, and the ready queue.
 
@@ -376,6 +384,12 @@ private:
     }
     // Ends the wait of a suspended task with the TimeoutError of its outermost expired scope.
     void interrupt(TaskRecord& record) noexcept {
+        // An operation the backend completed before the deadline could stop it (a ring send whose
+        // bytes went) resumes with its result: a completion wins.
+        if (record.state == TaskState::waiting_fd && fd_watches_.settle_before_deadline(record)) [[unlikely]] {
+            wake(record);
+            return;
+        }
         if (DeadlineScopes::mark_interruption(record)) {
             wake(record);
         }
@@ -418,6 +432,13 @@ private:
     }
     void run_inbox();
     void expire_timers();
+    // Before the loop stops: on io_uring, what the ring did since the last wait (bytes a receive
+    // took, for the stash) is collected, so that a read after the loop finds it.
+    void collect_ring() {
+        if (fd_watches_.ring_in_flight()) [[unlikely]] {
+            select_fds(0);
+        }
+    }
 };
 
 } // namespace detail
@@ -490,17 +511,18 @@ inline bool Kernel::collect_ready_tasks() {
         } else if (fd_watches_.waiting_tasks() > 0 || pool_jobs_.waiting() > 0 || inbox_.held()) {
             timeout_ms = -1; // the inbox's fd is watched too: a post or a finished job wakes it
         } else {
-            return false;
+            collect_ring(); // nothing can wake a task
+            return tasks_.has_ready();
         }
     }
     VirtualClock* virtual_clock = timers_.virtual_clock();
     if (virtual_clock != nullptr && timeout_ms > 0) {
         // Virtual time: look at the fds without sleeping; if nothing happened, jump the clock to
         // the next deadline instead of waiting for it.
-        if (fd_watches_.watched_fds() == 0 || select_fds(0) == 0) {
+        if (!fd_watches_.has_work() || select_fds(0) == 0) {
             virtual_clock->advance_to(timers_.earliest());
         }
-    } else if (fd_watches_.watched_fds() > 0 || timeout_ms != 0) {
+    } else if (fd_watches_.has_work() || timeout_ms != 0) {
         select_fds(timeout_ms);
     }
     run_inbox();
@@ -556,7 +578,11 @@ void Kernel::run_loop(KeepGoing keep_going) {
     };
     while (go_on()) {
         run_ready_tasks();
-        if (!go_on() || !collect_ready_tasks()) {
+        if (!go_on()) {
+            collect_ring();
+            break;
+        }
+        if (!collect_ready_tasks()) {
             break;
         }
     }

@@ -240,6 +240,16 @@ inline constexpr int send_flags = 0; // SO_NOSIGPIPE is set on the socket instea
 // it without trying. To know that without a look at the kernel for every send, the socket keeps a
 // hint, set when a send suspends and cleared when a look finds none waiting: a socket whose sends
 // never waited, or whose last waiting send was seen done, costs one comparison.
+//
+// On io_uring (Kernel::sends_on_ring) a send that waits is submitted to the ring from this
+// operation's memory when its turn comes (kernel/fd_watches.hpp), and the kernel hands it the
+// count, which an attempt takes in; a send_all submits what is left until all is taken. A short
+// send (up to ring_send_max bytes) on a socket that waited before does not even try the system
+// call while other tasks are ready: it waits at once, and the loop's one io_uring_enter after
+// them carries it with theirs (a system call saved per send). Alone, or large, it tries the call
+// first: a wait that carried only this send would cost an io_uring_enter instead of the send, and
+// a large send is best made at once, while its bytes are in the cache (one made after the other
+// ready tasks ran measured 10% more CPU per 16 KiB message).
 template <bool All>
 class [[nodiscard]] SendOperation : public FdAwaiter<SendOperation<All>> {
     using Base = FdAwaiter<SendOperation<All>>;
@@ -257,10 +267,14 @@ public:
 
     bool wait_first() const noexcept {
         SocketState& state = socket();
+        const Kernel* kernel = state.kernel();
+        if (kernel != nullptr && kernel->sends_on_ring() && size_ != 0 && size_ <= ring_send_max &&
+            kernel->others_ready()) [[unlikely]] {
+            return true;
+        }
         if (!state.send_waited || size_ == 0) [[likely]] {
             return false;
         }
-        const Kernel* kernel = state.kernel();
         if (kernel != nullptr &&
             kernel->first_operation(state.fd(), Interest::write, Kind::send) != nullptr) {
             return true; // behind the sends that wait
@@ -270,15 +284,40 @@ public:
     }
     // Sends from data_ on, moving data_ and size_ past what the kernel took (sent_ counts it).
     bool try_now() noexcept {
+        if (this->delivered_ != 0) [[unlikely]] { // the ring's send completed: take its count in
+            const bool last = this->delivered_ == this->delivered_last;
+            this->delivered_ = 0;
+            const std::int32_t result = this->result_;
+            this->result_ = this->pending;
+            if (result > 0) {
+                advance(static_cast<std::size_t>(result));
+                if (!All || size_ == 0) {
+                    this->result_ = 0;
+                    return true;
+                }
+            } else if (result < 0 && !would_block(-result) && result != -EINTR) {
+                this->result_ = result;
+                return true;
+            }
+            if (last) {
+                return false; // taken back: the rest is not sent
+            }
+        }
         if (this->suspended_ && !first_in_line()) {
             return false; // an earlier send is not done: its bytes go first
+        }
+        if (Kernel* kernel = socket().kernel();
+            this->suspended_ && kernel != nullptr && kernel->sends_on_ring() && size_ > 0) [[unlikely]] {
+            try {
+                kernel->submit_send(socket().fd(), data_, static_cast<std::uint32_t>(clamp_count(size_)));
+                return false; // waits for its completion
+            } catch (...) { // the ring failed (the loop reports it): a system call, then
+            }
         }
         while (size_ > 0) {
             const ssize_t count = ::send(socket().fd(), data_, clamp_count(size_), send_flags);
             if (count >= 0) {
-                data_ += count;
-                size_ -= static_cast<std::size_t>(count);
-                sent_ += static_cast<std::size_t>(count);
+                advance(static_cast<std::size_t>(count));
                 if (!All) {
                     break;
                 }
@@ -306,11 +345,18 @@ public:
 
 private:
     SocketState& socket() const noexcept { return static_cast<SocketState&>(this->target()); }
+    void advance(std::size_t count) noexcept {
+        data_ += count;
+        size_ -= count;
+        sent_ += count;
+    }
     bool first_in_line() const noexcept {
         const Kernel* kernel = socket().kernel();
         return kernel == nullptr ||
                kernel->first_operation(socket().fd(), Interest::write, Kind::send) == this;
     }
+
+    static constexpr std::size_t ring_send_max = 4096;
 
     const std::byte* data_;
     std::size_t size_; // what is left to send
