@@ -15,9 +15,10 @@
 // next lent read that finds nothing waiting arms it again.
 //
 // On io_uring with synchronous cancellation (see UringSelector) sends go through the ring too:
-// a send (Kind::send) always waits, and the first send among an fd's writers is submitted when it
-// begins to wait, from its own memory; its completion is delivered to it and it is attempted, which
-// takes the count in and either ends it or submits the rest. Only then does the next send of the
+// a send (Kind::send) that waits is not attempted on readiness; the first send among an fd's
+// writers is submitted when it begins to wait, from its own memory, and its completion is
+// delivered to it and it is attempted, which takes the count in and either ends it or submits the
+// rest (SendOperation decides which sends wait without trying the system call first). Only then does the next send of the
 // fd go, so sends keep their order and one at a time is in flight per fd. A send taken off while
 // in flight (its task killed or timed out, its fd forgotten) is cancelled synchronously before
 // its memory can go, and the next send of the fd is submitted.
