@@ -8,7 +8,6 @@
 // The socket buffers are fixed and small, so that 1 MiB cannot fit and the send is in flight
 // (waiting for room) when it is ended. The peer is a plain blocking socket read after the loop.
 #include <algorithm>
-#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -17,11 +16,8 @@
 #include <thread>
 #include <vector>
 
-#include <netinet/in.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <sys/utsname.h>
-#include <unistd.h>
 
 #include <corio/net/async_socket.hpp>
 #include <corio/scheduler.hpp>
@@ -33,6 +29,7 @@
 #include "support/helpers.hpp"
 #include "support/leak_check.hpp"
 #include "support/run_bounded.hpp"
+#include "support/tcp_client.hpp"
 
 namespace {
 
@@ -43,50 +40,26 @@ using corio::AsyncSocket;
 constexpr std::size_t payload = 1024 * 1024;
 constexpr int small_buffer = 16 * 1024;
 
-// A loopback TCP connection: `sender` for the Scheduler's tasks, `reader` a blocking fd that the
-// test reads after the loop (bounded by a receive timeout).
+// A loopback TCP connection: `sender` for the Scheduler's tasks, `reader` a blocking fd read on a
+// thread once the test says so (bounded in time).
 struct SmallPipe {
     SmallPipe() {
-        UniqueFd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-        sockaddr_in address{};
-        address.sin_family = AF_INET;
-        address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        socklen_t size = sizeof address;
-        REQUIRE(::bind(listener.get(), reinterpret_cast<sockaddr*>(&address), size) == 0);
-        REQUIRE(::listen(listener.get(), 1) == 0);
-        REQUIRE(::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&address), &size) == 0);
-        reader.reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-        REQUIRE(::setsockopt(reader.get(), SOL_SOCKET, SO_RCVBUF, &small_buffer, sizeof small_buffer) == 0);
-        const timeval limit{5, 0};
-        REQUIRE(::setsockopt(reader.get(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit) == 0);
-        REQUIRE(::connect(reader.get(), reinterpret_cast<sockaddr*>(&address), size) == 0);
-        const int accepted = ::accept4(listener.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        AsyncSocket listener = AsyncSocket::listen("127.0.0.1", 0);
+        reader = connect_to(listener.local_port(), small_buffer); // reads give up after 5 s
+        // On loopback the connection is in the listener's queue once connect() returns.
+        const int accepted = ::accept4(listener.fd(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
         REQUIRE(accepted >= 0);
         REQUIRE(::setsockopt(accepted, SOL_SOCKET, SO_SNDBUF, &small_buffer, sizeof small_buffer) == 0);
         sender = AsyncSocket(accepted);
     }
 
-    // Everything the reader gets until the end of the stream (or 5 s of silence).
-    std::string read_all() {
-        std::string all;
-        std::array<char, 65536> buffer{};
-        for (int reads = 0; reads < 100000; ++reads) {
-            const ssize_t count = ::read(reader.get(), buffer.data(), buffer.size());
-            if (count <= 0) {
-                break;
-            }
-            all.append(buffer.data(), static_cast<std::size_t>(count));
-        }
-        return all;
-    }
-
-    // read_all() on a thread, from when start() is called.
+    // Reads everything until the end of the stream on a thread, from when start() is called.
     void read_later() {
         thread = std::thread([this] {
             for (int naps = 0; naps < 10000 && !go.load(); ++naps) {
                 std::this_thread::sleep_for(1ms);
             }
-            received = read_all();
+            received = read_exactly(reader.get(), 2 * payload, 10s); // stops at the end
         });
     }
     void start() { go.store(true); }

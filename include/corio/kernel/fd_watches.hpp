@@ -93,7 +93,7 @@ public:
     [[nodiscard]] std::size_t watched_fds() const noexcept { return watched_fds_; }
     // Whether a wait could report anything: fds are watched, or the ring has receives or sends
     // in flight (or queued to submit).
-    [[nodiscard]] bool has_work() const noexcept { return watched_fds_ > 0 || selector_.in_flight(); }
+    [[nodiscard]] bool has_work() const noexcept { return watched_fds_ > 0 || ring_in_flight(); }
     [[nodiscard]] bool ring_in_flight() const noexcept { return selector_.in_flight(); }
 
     // Watches `fd` for reading for good, without waiters (the inbox's wake channel): select()
@@ -159,33 +159,30 @@ public:
     // Takes a waiting task off its fd. A send in the ring is taken back first (its memory may go
     // next: see settle_send), and the fd's next send is submitted.
     void remove(TaskRecord& task) noexcept {
-        const FdOperation* operation = task.wait.io.operation;
-        if (operation != nullptr && operation->kind() == FdOperation::Kind::send && sends_on_ring())
-            [[unlikely]] {
-            const int fd = static_cast<int>(watches_.index_of(task.owner));
-            FdWatch& watch = watches_[static_cast<std::size_t>(fd)];
-            const bool first = first_send(watch) == &task;
-            if (first) {
-                settle_send(fd, watch);
-            }
+        const int fd = ring_send_fd(task);
+        if (fd < 0) [[likely]] {
             take_off(task);
-            if (first) {
-                start_next_send(watch);
-            }
             return;
         }
+        FdWatch& watch = watches_[static_cast<std::size_t>(fd)];
+        const bool first = first_send(watch) == &task;
+        if (first) {
+            settle_send(fd, watch);
+        }
         take_off(task);
+        if (first) {
+            start_next_send(watch);
+        }
     }
 
     // A deadline ends the wait of `task`: if its send is in the ring, it is taken back, and true
     // if it had completed by then (the task is to resume with its result, not a timeout: the
     // bytes went).
     bool settle_before_deadline(TaskRecord& task) noexcept {
-        const FdOperation* operation = task.wait.io.operation;
-        if (operation == nullptr || operation->kind() != FdOperation::Kind::send || !sends_on_ring()) {
+        const int fd = ring_send_fd(task);
+        if (fd < 0) {
             return false;
         }
-        const int fd = static_cast<int>(watches_.index_of(task.owner));
         FdWatch& watch = watches_[static_cast<std::size_t>(fd)];
         return first_send(watch) == &task && settle_send(fd, watch);
     }
@@ -242,15 +239,8 @@ public:
             return nullptr;
         }
         const FdWatch& watch = watches_[static_cast<std::size_t>(fd)];
-        const TaskList& waiting = direction == Interest::read ? watch.readers : watch.writers;
-        for (const ListLinks* links = waiting.front(); links != nullptr; links = waiting.after(*links)) {
-            const auto& task = static_cast<const TaskRecord&>(*links);
-            const FdOperation* operation = task.wait.io.operation;
-            if (operation != nullptr && operation->kind() == kind) {
-                return operation;
-            }
-        }
-        return nullptr;
+        const TaskRecord* task = first_of(direction == Interest::read ? watch.readers : watch.writers, kind);
+        return task != nullptr ? task->wait.io.operation : nullptr;
     }
 
     // Waits up to `timeout_ms` (-1: no limit; 0: a look) for readiness, and hands every task whose
@@ -312,6 +302,15 @@ private:
         --waiting_tasks_;
     }
 
+    // A send the ring completes (not one attempted on readiness).
+    [[nodiscard]] bool is_ring_send(const FdOperation* operation) const noexcept {
+        return sends_on_ring() && operation != nullptr && operation->kind() == FdOperation::Kind::send;
+    }
+    // The fd a waiting task's ring send is on, or -1 if it waits for something else.
+    [[nodiscard]] int ring_send_fd(const TaskRecord& task) const noexcept {
+        return is_ring_send(task.wait.io.operation) ? waited_on(task).first : -1;
+    }
+
     // Sends go through the ring if the selector can (asked at the first send that waits).
     bool send_on_ring() {
         if (ring_sends_ == 0) {
@@ -321,9 +320,13 @@ private:
     }
     // The first send among the fd's writers (the one whose turn it is), or null.
     static TaskRecord* first_send(const FdWatch& watch) noexcept {
-        for (ListLinks* links = watch.writers.front(); links != nullptr; links = watch.writers.after(*links)) {
+        return first_of(watch.writers, FdOperation::Kind::send);
+    }
+    // The first task in `waiting` whose operation is of `kind`, or null.
+    static TaskRecord* first_of(const TaskList& waiting, FdOperation::Kind kind) noexcept {
+        for (ListLinks* links = waiting.front(); links != nullptr; links = waiting.after(*links)) {
             auto& task = static_cast<TaskRecord&>(*links);
-            if (task.wait.io.operation != nullptr && task.wait.io.operation->kind() == FdOperation::Kind::send) {
+            if (task.wait.io.operation != nullptr && task.wait.io.operation->kind() == kind) {
                 return &task;
             }
         }
@@ -333,8 +336,7 @@ private:
     // ring send.
     bool wants_write_poll(const FdWatch& watch) const noexcept {
         for (ListLinks* links = watch.writers.front(); links != nullptr; links = watch.writers.after(*links)) {
-            const FdOperation* operation = static_cast<TaskRecord&>(*links).wait.io.operation;
-            if (operation == nullptr || operation->kind() != FdOperation::Kind::send || !sends_on_ring()) {
+            if (!is_ring_send(static_cast<TaskRecord&>(*links).wait.io.operation)) {
                 return true;
             }
         }
@@ -433,7 +435,7 @@ private:
             auto& task = static_cast<TaskRecord&>(*links);
             links = waiting.after(*links);
             const auto& io = task.wait.io;
-            if (io.operation != nullptr && io.operation->kind() == FdOperation::Kind::send && sends_on_ring()) {
+            if (is_ring_send(io.operation)) {
                 continue; // its completion drives it (on_sent), not readiness
             }
             if (io.attempt != nullptr && io.operation->kind() == FdOperation::Kind::recv_lent) {
